@@ -1,0 +1,171 @@
+"""The ``frugalnas`` command line. Each command is a thin shell over the library; errors meant for the
+user (bad input, bad config) print one clear message and exit with code 2."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from frugalnas.errors import FrugalError
+from frugalnas.registry import UnknownNameError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"frugalnas: error: {message}", err=True)
+    sys.exit(2)
+
+
+def user_errors(command):
+    """Turn the library's user-facing errors into exit code 2 with their message."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (FrugalError, UnknownNameError) as error:
+            _fail(str(error))
+
+    return wrapper
+
+
+def emit_json(payload: dict) -> None:
+    """The machine-readable result: one JSON object on the last line of stdout."""
+    click.echo(json.dumps(payload, default=str))
+
+
+def _print_card(card: dict) -> None:
+    click.echo(f"dataset {card['name']} ({card['task']}, {len(card['classes'])} classes, {card['channels']} channel(s))")
+    click.echo(f"  stored as {card['codec']}" + (f" q{card['quality']}" if card["quality"] else "")
+               + f" at {card['image_size'] or 'native'} px: {card['stored_bytes']:,} bytes "
+               f"({card['bytes_per_image']} per image), mean PSNR {card['mean_psnr']} dB")
+    for split, count in card["splits"].items():
+        counts = card["class_counts"][split]
+        click.echo(f"  {split:5s} {count:7d} images; per class {min(counts.values())}..{max(counts.values())}")
+    click.echo(f"  skipped {len(card['skipped'])} record(s)")
+
+
+def _summarise_skipped(card: dict) -> None:
+    skipped = card["skipped"]
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for item in skipped:
+        reasons[item["reason"].split(":")[0]] = reasons.get(item["reason"].split(":")[0], 0) + 1
+    summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    click.echo(f"frugalnas: warning: skipped {len(skipped)} bad record(s): {summary}", err=True)
+    for item in skipped[:5]:
+        click.echo(f"  {item['source']}: {item['reason']}", err=True)
+    if len(skipped) > 5:
+        click.echo(f"  ... and {len(skipped) - 5} more: see 'skipped' in dataset.json", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="frugalnas")
+def cli():
+    """frugalnas: neural architecture search that spends as little compute as possible.
+
+    Datasets are stored as compressed images in Parquet (`ingest`); candidates train on small,
+    class-balanced subsets that are re-formed with hard examples once mastered (DDS-NAS).
+    """
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset to.")
+@click.option("--codec", default="jpeg", show_default=True, help="Image codec: jpeg, webp, png or raw.")
+@click.option("--quality", type=int, default=None, help="Lossy codec quality 1..100 [default: 75]; ignored by png/raw.")
+@click.option("--image-size", type=int, default=None, help="Resize every image to N x N pixels [default: keep].")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True,
+              help="Fraction of train carved out as val when the source has no val split.")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True,
+              help="Fraction of train carved out as test when the source has no test split.")
+@click.option("--task", type=click.Choice(["classification", "detection"]), default=None,
+              help="Default: detection for yolo, classification otherwise.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated data and split carving.")
+@click.option("--strict", is_flag=True, help="Fail (exit 2) on the first bad record instead of skipping it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the dataset card as JSON on the last line.")
+@user_errors
+def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction, task, seed, strict, overwrite, as_json):
+    """Ingest SOURCE into a compressed Parquet dataset folder.
+
+    \b
+    SOURCE is one of:
+      digits         scikit-learn's 8x8 handwritten digits (1797 images, built in)
+      shapes[:N]     N generated images with shape labels and boxes (default 1000)
+      cifar:PATH     CIFAR-10/100 "python version" folder (pickled batches)
+      mnist:PATH     MNIST / Fashion-MNIST IDX files (optionally .gz)
+      folder:PATH    image folder: PATH/<class>/* or PATH/{train,val,test}/<class>/*
+      yolo:PATH      YOLO detection set: data.yaml, images/<split>/, labels/<split>/
+
+    Bad records (corrupt images, labels out of range, boxes outside the image, images without
+    labels) are skipped and listed in dataset.json under 'skipped'; --strict fails on the first.
+    """
+    from frugalnas.data import ingest as run_ingest
+
+    def progress(count):
+        click.echo(f"  ... {count} images stored", err=True)
+
+    card = run_ingest(source, out, codec=codec, quality=quality, image_size=image_size, val_fraction=val_fraction,
+                      test_fraction=test_fraction, task=task, seed=seed, strict=strict, overwrite=overwrite,
+                      progress=progress)
+    _summarise_skipped(card)
+    if as_json:
+        emit_json(card)
+    else:
+        _print_card(card)
+        click.echo(f"written to {Path(out).resolve()}")
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON on the last line.")
+@user_errors
+def info(dataset, as_json):
+    """Show the card of an ingested DATASET folder."""
+    from frugalnas.data import open_dataset
+
+    card = open_dataset(dataset).card
+    emit_json(card) if as_json else _print_card(card)
+
+
+@cli.command()
+@click.argument("config", type=click.Path())
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the validated config, defaults filled in, as JSON.")
+@user_errors
+def validate(config, overrides, as_json):
+    """Check an experiment CONFIG (YAML) without running it: every key, type and range."""
+    from frugalnas.config import load_config
+
+    experiment = load_config(config, overrides)
+    if as_json:
+        emit_json(experiment.model_dump())
+    else:
+        click.echo(f"{config}: valid experiment {experiment.name!r}")
+
+
+@cli.command()
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@user_errors
+def demo(out):
+    """Run the demo on built-in data (the digits): ingest, then print the dataset card."""
+    from frugalnas.data import ingest as run_ingest
+
+    out = Path(out)
+    click.echo("frugalnas demo: ingesting scikit-learn's digits as JPEG q75 ...")
+    card = run_ingest("digits", out / "dataset", codec="jpeg", quality=75, overwrite=True)
+    _print_card(card)
+    click.echo(json.dumps(card, indent=2))
+    click.echo(f"dataset written to {(out / 'dataset').resolve()}")
+
+
+def main() -> None:
+    cli(prog_name="frugalnas")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The experiment YAML, as pydantic models: every key is validated before any work starts.
+
+A bad file fails with :class:`ConfigError` naming the file, the key path, the value given and what
+is allowed. ``load_config(path, overrides=["search.budget=10"])`` applies ``--set`` overrides first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from frugalnas.errors import ConfigError
+
+Codec = Literal["jpeg", "webp", "png", "raw"]
+Policy = Literal["full", "random", "dynamic-random", "dds"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(Section):
+    source: str = Field("digits", description="digits | shapes[:N] | cifar:PATH | mnist:PATH | folder:PATH | yolo:PATH")
+    path: Optional[str] = Field(None, description="where the ingested dataset lives; default OUT/dataset")
+    task: Optional[Literal["classification", "detection"]] = None
+    image_size: Optional[int] = Field(None, ge=4, le=4096)
+    codec: Codec = "jpeg"
+    quality: Optional[int] = Field(None, ge=1, le=100)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+
+
+class EmbeddingConfig(Section):
+    kind: Literal["plain", "triplet"] = "triplet"
+    latent_dim: int = Field(16, ge=2, le=1024)
+    epochs: int = Field(10, ge=0, le=10_000)
+    image_size: Optional[int] = Field(None, ge=8, le=1024)
+
+
+class SelectionConfig(Section):
+    policy: Policy = "dds"
+    subset_size: int = Field(200, ge=1)
+    hardness: float = Field(0.9, gt=0, le=1)
+    mastery: float = Field(0.6, gt=0, le=1)
+    warmup_epochs: int = Field(2, ge=0)
+    curriculum_stages: int = Field(0, ge=0, le=20)
+    index: Literal["exact", "kdtree"] = "kdtree"
+
+
+class SearchConfig(Section):
+    strategy: str = "evolution"
+    budget: int = Field(40, ge=1)
+    scheduler: Literal["fifo", "asha", "hyperband"] = "fifo"
+    epochs_per_candidate: int = Field(4, ge=1)
+    objectives: list[str] = Field(default_factory=lambda: ["accuracy"])
+    constraints: dict[str, float] = Field(default_factory=dict)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(20, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+
+
+class ResourcesConfig(Section):
+    workers: int = Field(1, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+
+
+class TrackingConfig(Section):
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+
+class ExperimentConfig(Section):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    space: str = "nb201"
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    final: TrainConfig = Field(default_factory=TrainConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> str:
+    """The keys allowed where an unknown key was found."""
+    for key in loc[:-1]:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    return ", ".join(model.model_fields)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid experiment config ({error.error_count()} problem(s))"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (given {item['input']!r}); allowed keys here: {_allowed(ExperimentConfig, item['loc'])}")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {item['msg']} (given {item['input']!r})")
+    return "\n".join(lines)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``key.path=value`` (the value parsed as YAML) to a nested dict in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def parse_config(data: Any, source: str = "<config>", overrides: list[str] | tuple = ()) -> ExperimentConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the experiment config must be a mapping of sections, got {type(data).__name__}")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, str(path), overrides)

@@ -1,0 +1,14 @@
+"""Data selection: which training images each epoch trains on (full, random, DDS, ...)."""
+from frugalnas.selection.furthest import FURTHEST_INDEXES, ExactFurthest, FurthestIndex
+from frugalnas.selection.base import SELECTORS, EpochPlan, Selector, make_selector
+from frugalnas.selection.dynamic import DynamicSelector
+from frugalnas.selection.full import FullData
+from frugalnas.selection.random_subset import RandomSubset
+from frugalnas.selection.dynamic_random import DynamicRandomSelector
+from frugalnas.selection.dds import DDSSelector
+
+__all__ = ["FURTHEST_INDEXES", "ExactFurthest", "FurthestIndex"]
+__all__ += [
+    "SELECTORS", "EpochPlan", "Selector", "make_selector", "DynamicSelector",
+    "FullData", "RandomSubset", "DynamicRandomSelector", "DDSSelector",
+]

@@ -1,0 +1,208 @@
+"""Sub-linear furthest-neighbour look-up: one kd-tree per class, searched branch-and-bound.
+
+DDS-NAS calls its index an "approximate furthest-neighbour kd-tree" with logarithmic queries; how
+it approximates is not public. This one is exact by default and approximate on request:
+
+* Every node keeps its bounding box and its bounding ball (centroid, radius). The largest distance
+  any point of the node can have from the query is at most the distance to the box's farthest
+  corner, and at most ``|q - centroid| + radius``; the smaller of the two is the node's bound.
+* Nodes are visited best-bound-first from a heap; a node whose bound cannot beat the best point
+  found so far is never opened, so most of the tree is never touched when pruning works.
+* Leaves are scanned with one vectorised numpy expression, the same one :class:`ExactFurthest`
+  uses, so exact mode returns exactly what brute force returns (ties: smallest id).
+* The exclusion set (the current subset, ~100-1000 ids) is turned into sorted tree positions once
+  per query (vectorised, ``O(|exclude| log N)``); a leaf masks its excluded points with one binary
+  search. Nothing in a query costs ``O(N)``.
+
+Approximation knobs (both off by default = exact):
+``max_leaves`` stops after that many leaves (the best-bound ones); ``eps`` only opens a node whose
+bound beats ``(1 + eps)`` times the best distance, so the answer is at least ``1 / (1 + eps)`` of
+the true furthest distance.
+
+Pruning weakens as the latent dimension grows (boxes are split along only ~log2(N / leaf_size)
+axes); ``benchmarks/furthest_neighbour.py`` measures where that bites.
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection
+
+import numpy as np
+
+from frugalnas.selection.furthest import FURTHEST_INDEXES, FurthestIndex, squared_distances
+
+
+@FURTHEST_INDEXES.register("kdtree")
+class KDTreeFurthest(FurthestIndex):
+    """Per-class kd-tree over latents, furthest-neighbour by best-first branch-and-bound.
+
+    ``leaf_size``: most points in a leaf (a leaf is scanned in one numpy call, so a few dozen
+    points amortise Python overhead without scanning much more than needed).
+    ``max_leaves``: stop after scanning this many leaves (approximate; None = no limit).
+    ``eps``: accept an answer within a factor ``1 + eps`` of the furthest distance (0 = exact).
+    """
+
+    def __init__(self, ids, latents, labels, leaf_size: int = 32, fanout: int = 8,
+                 max_leaves: int | None = None, eps: float = 0.0):
+        super().__init__(ids, latents, labels)
+        if int(leaf_size) < 1:
+            raise ValueError(f"leaf_size must be a positive integer, got {leaf_size!r}")
+        if max_leaves is not None and int(max_leaves) < 1:
+            raise ValueError(f"max_leaves must be a positive integer or None, got {max_leaves!r}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        if int(fanout) < 2:
+            raise ValueError(f"fanout must be an integer >= 2, got {fanout!r}")
+        self.leaf_size, self.fanout = int(leaf_size), int(fanout)
+        self.max_leaves = None if max_leaves is None else int(max_leaves)
+        self.eps = float(eps)
+        # Float32 leaf distances may round up past the exact value the float64 bounds cover; this
+        # relative slack keeps exact mode exact (its cost in pruning is nil).
+        self._slack = 1.0 + 8 * (self.latents.shape[1] + 2) * float(np.finfo(np.float32).eps)
+        self._prune_factor = (1.0 + self.eps) ** 2
+        self._build()
+        self.last_leaves = 0  # leaves scanned by the latest query (for benchmarks and tests)
+
+    # -- build -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        # Points are stored class by class, each class in its tree's order, so every node is a
+        # contiguous slice [start, end) of self._pts.
+        order = np.argsort(self.labels, kind="stable")
+        classes, class_start = np.unique(self.labels[order], return_index=True)
+        class_end = np.append(class_start[1:], len(order))
+        # Per-node lists, indexed by node number; a node's box/ball is filled when it is processed.
+        starts, ends, first_child, n_child = [], [], [], []
+        lo, hi, centre, radius = [], [], [], []
+        self._roots: dict[int, int] = {}
+        pts = self.latents
+
+        def new_node(s: int, e: int) -> int:
+            for column, value in ((starts, s), (ends, e), (first_child, -1), (n_child, 0),
+                                  (lo, None), (hi, None), (centre, None), (radius, None)):
+                column.append(value)
+            return len(starts) - 1
+
+        for c, s0, e0 in zip(classes, class_start, class_end):
+            todo = [new_node(int(s0), int(e0))]
+            self._roots[int(c)] = todo[0]
+            while todo:
+                node = todo.pop()
+                s, e = starts[node], ends[node]
+                block = pts[order[s:e]].astype(np.float64)
+                lo[node], hi[node] = block.min(axis=0), block.max(axis=0)
+                centre[node] = block.mean(axis=0)
+                radius[node] = float(np.sqrt(((block - centre[node]) ** 2).sum(axis=1).max()))
+                if e - s <= self.leaf_size:
+                    continue
+                perm, parts = self._split(block)
+                if len(parts) == 1:
+                    continue  # duplicates that no split can separate: a leaf
+                # The children get consecutive node numbers so one numpy call bounds them all.
+                order[s:e] = order[s:e][perm]
+                first_child[node], n_child[node] = len(starts), len(parts)
+                for a, b in parts:
+                    todo.append(new_node(s + a, s + b))
+
+        self._lo, self._hi = np.stack(lo), np.stack(hi)
+        self._centre, self._radius = np.stack(centre), np.asarray(radius)
+        self._start = np.asarray(starts, dtype=np.int64)
+        self._end = np.asarray(ends, dtype=np.int64)
+        self._child = np.asarray(first_child, dtype=np.int64)
+        self._n_child = np.asarray(n_child, dtype=np.int64)
+
+        self._pts = np.ascontiguousarray(pts[order])  # float32, tree order
+        self._pts_ids = self.ids[order]
+        self._pos_of_row = np.empty(len(order), dtype=np.int64)
+        self._pos_of_row[order] = np.arange(len(order))
+        # Sorted ids -> tree positions, for vectorised exclusion look-up.
+        by_id = np.argsort(self.ids, kind="stable")
+        self._sorted_ids = self.ids[by_id]
+        self._sorted_pos = self._pos_of_row[by_id]
+
+    def _split(self, block: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Split a node's points into up to ``fanout`` parts: repeated median splits, each part
+        on its own widest axis. Returns the permutation of the block and the parts' ranges."""
+        perm = np.arange(len(block))
+        parts = [(0, len(block))]
+        while len(parts) * 2 <= self.fanout:
+            halves = []
+            for a, b in parts:
+                sub = block[perm[a:b]]
+                spread = sub.max(axis=0) - sub.min(axis=0)
+                dim = int(np.argmax(spread))
+                if b - a <= self.leaf_size or spread[dim] == 0.0:
+                    halves.append((a, b))
+                    continue
+                half = (b - a) // 2
+                perm[a:b] = perm[a:b][np.argpartition(sub[:, dim], half)]
+                halves += [(a, a + half), (a + half, b)]
+            if len(halves) == len(parts):
+                break
+            parts = halves
+        return perm, parts
+
+    # -- query -------------------------------------------------------------------------------
+
+    def _bounds(self, nodes: slice | np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Upper bounds on the squared distance from q to any point of each node."""
+        far = np.maximum(np.abs(q - self._lo[nodes]), np.abs(self._hi[nodes] - q))
+        corner = (far**2).sum(axis=1)
+        ball = (np.sqrt(((q - self._centre[nodes]) ** 2).sum(axis=1)) + self._radius[nodes]) ** 2
+        return np.minimum(corner, ball) * self._slack
+
+    def _may_improve(self, bound: float, best_d2: float) -> bool:
+        """Is a node with this bound worth opening? Exact mode also opens a node whose bound only
+        ties the best (it may hold a tied point with a smaller id)."""
+        if self.eps > 0:
+            return bound > best_d2 * self._prune_factor
+        return bound >= best_d2
+
+    def _excluded_positions(self, exclude: Collection[int], query_pos: int) -> np.ndarray:
+        """Sorted tree positions of the excluded ids (ids not in the index are ignored, as in
+        ExactFurthest), plus the query itself."""
+        if isinstance(exclude, np.ndarray):
+            ex = exclude.astype(np.int64, copy=False).ravel()
+        else:
+            ex = np.fromiter(exclude, dtype=np.int64, count=len(exclude))
+        at = np.minimum(np.searchsorted(self._sorted_ids, ex), len(self._sorted_ids) - 1)
+        found = at[self._sorted_ids[at] == ex]
+        return np.unique(np.append(self._sorted_pos[found], query_pos))
+
+    def furthest(self, query_id, exclude=()):
+        row = self.row_of(query_id)
+        q_pos = int(self._pos_of_row[row])
+        q32 = self._pts[q_pos]
+        q = q32.astype(np.float64)
+        excluded = self._excluded_positions(exclude, q_pos)
+
+        best_d2, best_id = -1.0, None
+        root = self._roots[int(self.labels[row])]
+        heap = [(-float(self._bounds(slice(root, root + 1), q)[0]), root)]
+        leaves = 0
+        while heap:
+            neg_bound, node = heapq.heappop(heap)
+            if best_id is not None and not self._may_improve(-neg_bound, best_d2):
+                break  # the heap is ordered by bound: no remaining node can do better
+            child = int(self._child[node])
+            if child >= 0:
+                bounds = self._bounds(slice(child, child + int(self._n_child[node])), q)
+                for k, bound in enumerate(bounds.tolist()):
+                    if best_id is None or self._may_improve(bound, best_d2):
+                        heapq.heappush(heap, (-bound, child + k))
+                continue
+            s, e = int(self._start[node]), int(self._end[node])
+            d2 = squared_distances(self._pts[s:e], q32)
+            i0, i1 = np.searchsorted(excluded, (s, e))
+            d2[excluded[i0:i1] - s] = -np.inf
+            leaves += 1
+            top = d2.max()
+            if top != -np.inf and top >= best_d2:
+                cand = int(self._pts_ids[s:e][d2 == top].min())
+                if top > best_d2 or cand < best_id:
+                    best_d2, best_id = float(top), cand
+            # The leaf budget only stops a search that has an answer: None means "all excluded".
+            if self.max_leaves is not None and leaves >= self.max_leaves and best_id is not None:
+                break
+        self.last_leaves = leaves
+        return best_id

@@ -1,0 +1,1 @@
+"""MLflow tracking. Only this package imports MLflow."""
