@@ -12,3 +12,4 @@ __all__ += [
     "SELECTORS", "EpochPlan", "Selector", "make_selector", "DynamicSelector",
     "FullData", "RandomSubset", "DynamicRandomSelector", "DDSSelector",
 ]
+from frugalnas.selection.kdtree import KDTreeFurthest  # noqa: E402,F401  (registers "kdtree")

@@ -282,8 +282,10 @@ class Selector(ABC):
             if correct.size and not np.isin(correct, (0, 1)).all():
                 raise ValueError(f"correct must be booleans (or 0/1), got {preview(np.unique(correct))}")
             correct = correct.astype(bool)
+        if not ids.size:
+            return
         plan = self._plan
-        if not plan.train and ids.size:
+        if not plan.train:
             raise ValueError(
                 f"epoch {plan.epoch} is a subset-update epoch: nothing trains, so ids "
                 f"{preview(ids)} are not in its plan"

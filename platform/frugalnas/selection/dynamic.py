@@ -37,8 +37,8 @@ class DynamicSelector(Selector):
     After each training epoch every observed image gets a hardness h (:func:`hardness_scores`); it is
     *easy* when h > ``hardness``. The epoch is *mastered* when the training accuracy on the subset
     (fraction correct among observed ids) reaches the mastery threshold. Epoch e is an *update epoch*
-    when epoch e-1 trained, mastered, and was past the warm-up (e-1 >= ``warmup_epochs``; the warm-up
-    epochs always train and their mastery does not count). An update epoch trains nothing: each easy
+    when e >= ``warmup_epochs`` (epochs 0 .. warmup_epochs-1 always train) and epoch e-1 trained
+    and mastered the subset. An update epoch trains nothing: each easy
     image, in ascending id order, is replaced by :meth:`replacement` (kept when that returns None);
     hard images stay. The epoch after an update always trains.
 
@@ -132,7 +132,7 @@ class DynamicSelector(Selector):
         previous = self.history[-1]
         return bool(
             previous["train"]
-            and previous["epoch"] >= self.warmup_epochs
+            and previous["epoch"] + 1 >= self.warmup_epochs
             and previous["mastered"]
         )
 

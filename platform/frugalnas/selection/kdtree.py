@@ -47,21 +47,34 @@ class KDTreeFurthest(FurthestIndex):
         super().__init__(ids, latents, labels)
         if int(leaf_size) < 1:
             raise ValueError(f"leaf_size must be a positive integer, got {leaf_size!r}")
-        if max_leaves is not None and int(max_leaves) < 1:
-            raise ValueError(f"max_leaves must be a positive integer or None, got {max_leaves!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
         if int(fanout) < 2:
             raise ValueError(f"fanout must be an integer >= 2, got {fanout!r}")
+        bad = np.flatnonzero(~np.isfinite(self.latents).all(axis=1))
+        if len(bad):
+            raise ValueError(f"latents of {len(bad)} images are not finite (NaN/inf), e.g. image "
+                             f"id {int(self.ids[bad[0]])}; a distance to them is undefined")
         self.leaf_size, self.fanout = int(leaf_size), int(fanout)
-        self.max_leaves = None if max_leaves is None else int(max_leaves)
-        self.eps = float(eps)
+        self.set_approximation(max_leaves, eps)
         # Float32 leaf distances may round up past the exact value the float64 bounds cover; this
         # relative slack keeps exact mode exact (its cost in pruning is nil).
         self._slack = 1.0 + 8 * (self.latents.shape[1] + 2) * float(np.finfo(np.float32).eps)
-        self._prune_factor = (1.0 + self.eps) ** 2
         self._build()
         self.last_leaves = 0  # leaves scanned by the latest query (for benchmarks and tests)
+
+    def set_approximation(self, max_leaves: int | None = None, eps: float = 0.0) -> None:
+        """Change the search's speed/recall trade-off without rebuilding the tree
+        (``max_leaves=None, eps=0`` is exact)."""
+        if max_leaves is not None and (isinstance(max_leaves, bool) or int(max_leaves) < 1):
+            raise ValueError(f"max_leaves must be a positive integer or None, got {max_leaves!r}")
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+        self.max_leaves = None if max_leaves is None else int(max_leaves)
+        self.eps = float(eps)
+        self._prune_factor = (1.0 + self.eps) ** 2
+
+    @property
+    def n_leaves(self) -> int:
+        return sum(child < 0 for child in self._child)
 
     # -- build -------------------------------------------------------------------------------
 
@@ -106,10 +119,10 @@ class KDTreeFurthest(FurthestIndex):
 
         self._lo, self._hi = np.stack(lo), np.stack(hi)
         self._centre, self._radius = np.stack(centre), np.asarray(radius)
-        self._start = np.asarray(starts, dtype=np.int64)
-        self._end = np.asarray(ends, dtype=np.int64)
-        self._child = np.asarray(first_child, dtype=np.int64)
-        self._n_child = np.asarray(n_child, dtype=np.int64)
+        # Topology stays in Python lists: the query loop indexes them one node at a time, and
+        # list look-ups of Python ints are several times cheaper than numpy scalar indexing.
+        self._start, self._end = starts, ends
+        self._child, self._n_child = first_child, n_child
 
         self._pts = np.ascontiguousarray(pts[order])  # float32, tree order
         self._pts_ids = self.ids[order]
@@ -151,13 +164,6 @@ class KDTreeFurthest(FurthestIndex):
         ball = (np.sqrt(((q - self._centre[nodes]) ** 2).sum(axis=1)) + self._radius[nodes]) ** 2
         return np.minimum(corner, ball) * self._slack
 
-    def _may_improve(self, bound: float, best_d2: float) -> bool:
-        """Is a node with this bound worth opening? Exact mode also opens a node whose bound only
-        ties the best (it may hold a tied point with a smaller id)."""
-        if self.eps > 0:
-            return bound > best_d2 * self._prune_factor
-        return bound >= best_d2
-
     def _excluded_positions(self, exclude: Collection[int], query_pos: int) -> np.ndarray:
         """Sorted tree positions of the excluded ids (ids not in the index are ignored, as in
         ExactFurthest), plus the query itself."""
@@ -176,31 +182,34 @@ class KDTreeFurthest(FurthestIndex):
         q = q32.astype(np.float64)
         excluded = self._excluded_positions(exclude, q_pos)
 
+        # A node is opened when its bound reaches best * (1 + eps)^2; in exact mode (eps = 0) a
+        # bound that only ties the best is opened too, as it may hold a tied, smaller id.
+        factor = self._prune_factor
         best_d2, best_id = -1.0, None
         root = self._roots[int(self.labels[row])]
         heap = [(-float(self._bounds(slice(root, root + 1), q)[0]), root)]
         leaves = 0
         while heap:
             neg_bound, node = heapq.heappop(heap)
-            if best_id is not None and not self._may_improve(-neg_bound, best_d2):
+            if -neg_bound < best_d2 * factor:
                 break  # the heap is ordered by bound: no remaining node can do better
-            child = int(self._child[node])
+            child = self._child[node]
             if child >= 0:
-                bounds = self._bounds(slice(child, child + int(self._n_child[node])), q)
-                for k, bound in enumerate(bounds.tolist()):
-                    if best_id is None or self._may_improve(bound, best_d2):
+                bounds = self._bounds(slice(child, child + self._n_child[node]), q).tolist()
+                for k, bound in enumerate(bounds):
+                    if bound >= best_d2 * factor:
                         heapq.heappush(heap, (-bound, child + k))
                 continue
-            s, e = int(self._start[node]), int(self._end[node])
+            s, e = self._start[node], self._end[node]
             d2 = squared_distances(self._pts[s:e], q32)
             i0, i1 = np.searchsorted(excluded, (s, e))
             d2[excluded[i0:i1] - s] = -np.inf
             leaves += 1
-            top = d2.max()
+            top = float(d2.max())
             if top != -np.inf and top >= best_d2:
                 cand = int(self._pts_ids[s:e][d2 == top].min())
                 if top > best_d2 or cand < best_id:
-                    best_d2, best_id = float(top), cand
+                    best_d2, best_id = top, cand
             # The leaf budget only stops a search that has an answer: None means "all excluded".
             if self.max_leaves is not None and leaves >= self.max_leaves and best_id is not None:
                 break

@@ -133,7 +133,8 @@ class Space(ABC):
         return count_params(self.build(arch, num_classes, in_channels))
 
     def count_flops(self, arch: Arch, num_classes: int, in_channels: int, image_size: int | tuple[int, int]) -> int:
-        """Multiply-accumulates of the conv and linear layers for one image of ``image_size``."""
+        """Multiply-accumulates (plus bias additions) of the conv and linear layers for one
+        image of ``image_size``; see :func:`count_flops`."""
         return count_flops(self.build(arch, num_classes, in_channels), in_channels, image_size)
 
 
@@ -158,8 +159,9 @@ def count_params(module: nn.Module) -> int:
 def count_flops(module: nn.Module, in_channels: int, image_size: int | tuple[int, int]) -> int:
     """Multiply-accumulates of every Conv2d and Linear in one forward pass of a single image.
 
-    Counted by forward hooks, so only layers actually run are counted; BatchNorm, activations,
-    pooling and additions are left out, as is usual in the NAS literature.
+    Counted by forward hooks, so only layers actually run are counted. The convention is
+    NAS-Bench-201's (so its published FLOPs are reproduced exactly): one per multiply-accumulate
+    plus one per bias addition; BatchNorm, activations, pooling and additions are left out.
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     total = 0
@@ -167,11 +169,12 @@ def count_flops(module: nn.Module, in_channels: int, image_size: int | tuple[int
     def conv_hook(layer: nn.Conv2d, inputs, output):
         nonlocal total
         kh, kw = layer.kernel_size
-        total += output[0].numel() * (layer.in_channels // layer.groups) * kh * kw
+        per_output = (layer.in_channels // layer.groups) * kh * kw + (layer.bias is not None)
+        total += output[0].numel() * per_output
 
     def linear_hook(layer: nn.Linear, inputs, output):
         nonlocal total
-        total += output[0].numel() * layer.in_features
+        total += output[0].numel() * (layer.in_features + (layer.bias is not None))
 
     handles = []
     for layer in module.modules():

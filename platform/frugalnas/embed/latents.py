@@ -1,0 +1,155 @@
+"""Latent vectors on disk, and embedding a whole stored dataset in one call.
+
+Latents are a Parquet file beside the dataset (``DATASET/embeddings/<kind>-d<latent_dim>.parquet``,
+columns ``id`` int64 and ``latent`` fixed-size list<float32>), so the selection step (and Ray
+Data) reads them by image id without the autoencoder. A JSON report beside it records how the
+latents were made and how well they put same-class images together.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from frugalnas.embed.quality import knn_agreement, pixel_vectors
+from frugalnas.embed.training import encode, train_autoencoder
+from frugalnas.errors import DataError
+
+EMBEDDINGS_DIR = "embeddings"
+AGREEMENT_KS = (5, 10)
+EVAL_SPLIT_ORDER = ("test", "val", "train")  # the first present is the evaluation split
+
+
+def save_latents(path: str | Path, ids: np.ndarray, latents: np.ndarray) -> Path:
+    """Write ``ids`` (N,) and ``latents`` (N, D) to a Parquet file at ``path``; returns the path.
+
+    Written to a temporary file first and renamed, so a reader never sees half a file.
+    """
+    ids = np.asarray(ids)
+    latents = np.asarray(latents, dtype=np.float32)
+    if latents.ndim != 2 or ids.shape != (len(latents),):
+        raise ValueError(f"ids {ids.shape} and latents {latents.shape} must be (N,) and (N, D)")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got dtype {ids.dtype}")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("ids must be unique (one latent per image)")
+    if latents.shape[1] < 1:
+        raise ValueError("latents must have at least one dimension")
+    column = pa.FixedSizeListArray.from_arrays(pa.array(latents.reshape(-1)), latents.shape[1])
+    table = pa.table({"id": pa.array(ids.astype(np.int64)), "latent": column})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_latents(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a file written by :func:`save_latents`: (ids int64 (N,), latents float32 (N, D))."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"latents file {path} does not exist: create it with embed_dataset")
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowInvalid as error:
+        raise DataError(f"latents file {path} is not a readable Parquet file: {error}") from None
+    latent_type = table.schema.field("latent").type if "latent" in table.column_names else None
+    if "id" not in table.column_names or not pa.types.is_fixed_size_list(latent_type):
+        raise DataError(f"latents file {path} needs columns id (int64) and latent "
+                        f"(fixed-size list<float32>); it has {table.schema}")
+    column = table["latent"].combine_chunks()
+    if column.null_count:
+        raise DataError(f"latents file {path} has {column.null_count} missing latent(s)")
+    dim = latent_type.list_size
+    latents = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    return table["id"].to_numpy().astype(np.int64), latents
+
+
+def embed_dataset(
+    dataset_dir: str | Path,
+    *,
+    kind: str = "triplet",
+    latent_dim: int = 16,
+    epochs: int = 10,
+    image_size: int = 32,
+    seed: int = 0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    margin: float = 1.0,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train an autoencoder on a stored dataset's train split, embed every split, save, report.
+
+    Writes ``DATASET/embeddings/<kind>-d<latent_dim>.parquet`` (the latents of every image of
+    every split) and ``.json`` (the report), and returns the report: the settings, the parquet
+    path, ``eval_split`` (test, else val, else train), ``knn_agreement`` and
+    ``pixel_knn_agreement`` ({"5": x, "10": y}: label agreement among nearest neighbours of the
+    eval split's latents, and of its raw pixels at ``image_size``, the baseline to beat),
+    ``held_out`` (whether the eval split was unseen in training), ``final_loss`` (None when
+    ``epochs=0``) and ``seconds``.
+    """
+    from frugalnas.data import open_dataset  # the data layer is heavier; load it only when used
+
+    started = time.perf_counter()
+    ds = open_dataset(dataset_dir)
+    splits = ds.split_names()
+    if "train" not in splits:
+        raise DataError(f"dataset {ds.root} has no train split to train the autoencoder on "
+                        f"(it has {', '.join(splits) or 'none'})")
+    # mixed-size datasets (card image_size null) can only be decoded at a given size
+    decode_kw = {} if ds.card.get("image_size") else {"image_size": image_size}
+    arrays = {split: ds.arrays(split, **decode_kw) for split in splits}
+
+    _, train_images, train_labels = arrays["train"]
+    model, history = train_autoencoder(
+        train_images, train_labels, kind=kind, latent_dim=latent_dim, epochs=epochs,
+        image_size=image_size, batch_size=batch_size, lr=lr, margin=margin, seed=seed,
+        progress=progress)
+
+    ids = np.concatenate([arrays[s][0] for s in splits])
+    latents = np.concatenate([encode(model, arrays[s][1], image_size) for s in splits])
+    name = f"{kind}-d{latent_dim}"
+    path = save_latents(ds.root / EMBEDDINGS_DIR / f"{name}.parquet", ids, latents)
+
+    eval_split = next(s for s in EVAL_SPLIT_ORDER if s in splits)
+    _, eval_images, eval_labels = arrays[eval_split]
+    offset = sum(len(arrays[s][0]) for s in splits[:splits.index(eval_split)])
+    eval_latents = latents[offset:offset + len(eval_labels)]
+    eval_pixels = pixel_vectors(eval_images, image_size)
+    report = {
+        "kind": kind,
+        "latent_dim": latent_dim,
+        "epochs": epochs,
+        "image_size": image_size,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "margin": margin,
+        "path": str(path.resolve()),
+        "num_images": {s: int(len(arrays[s][0])) for s in splits},
+        "eval_split": eval_split,
+        "held_out": eval_split != "train",
+        "knn_agreement": _agreements(eval_latents, eval_labels),
+        "pixel_knn_agreement": _agreements(eval_pixels, eval_labels),
+        "final_loss": history[-1]["loss"] if history else None,
+        "history": history,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    report_path = path.with_suffix(".json")
+    tmp = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, report_path)
+    return report
+
+
+def _agreements(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """knn_agreement at each k in AGREEMENT_KS; None where the split has too few images."""
+    return {str(k): knn_agreement(vectors, labels, k) if k < len(labels) else None
+            for k in AGREEMENT_KS}

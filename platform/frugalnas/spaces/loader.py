@@ -1,0 +1,124 @@
+"""Loading search spaces from their YAML definitions.
+
+A space file names its family and gives that family's settings::
+
+    family: nb201
+    network: {channels: 16, cells_per_stage: 5, stages: 3}
+
+``load_space("nb201")`` reads the shipped ``search_spaces/nb201.yaml``; any other argument is a
+path to a YAML file (or an already-parsed mapping). Settings are checked by the family's pydantic
+model before anything is built: an unknown key or a bad value fails with the file, the key, the
+value and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from frugalnas.errors import ConfigError
+from frugalnas.registry import UnknownNameError
+from frugalnas.spaces.base import SPACE_FAMILIES, Space
+
+# The repository's search_spaces/ folder (platform/frugalnas/spaces/loader.py -> repo root).
+SPACES_DIR = Path(__file__).resolve().parents[3] / "search_spaces"
+
+
+def builtin_spaces() -> list[str]:
+    """Names accepted by :func:`load_space` besides paths: the YAML files in ``SPACES_DIR``."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml")) if SPACES_DIR.is_dir() else []
+
+
+def resolve_space_path(spec: str | os.PathLike) -> Path:
+    """The YAML file meant by ``spec``: a bare name (``nb201``) is a shipped space, else a path."""
+    path = Path(spec)
+    if path.suffix == "" and len(path.parts) == 1 and (SPACES_DIR / f"{spec}.yaml").is_file():
+        return SPACES_DIR / f"{spec}.yaml"
+    if path.is_file():
+        return path
+    raise ConfigError(
+        f"search space {str(spec)!r} is neither a YAML file nor a built-in space; "
+        f"built-in: {', '.join(builtin_spaces()) or f'none found in {SPACES_DIR}'}"
+    )
+
+
+def load_space(spec: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Space:
+    """The space described by ``spec`` (built-in name, YAML path, or mapping).
+
+    ``overrides`` is merged into the YAML (nested mappings key by key) before validation, e.g.
+    ``load_space("nb201", {"network": {"channels": 8, "cells_per_stage": 1}})`` for tiny images.
+    """
+    if isinstance(spec, Mapping):
+        data, source = dict(spec), "<space settings>"
+    else:
+        path = resolve_space_path(spec)
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a search space must be a mapping with a 'family' key, got {type(data).__name__}")
+    if overrides:
+        data = _merge(data, overrides)
+    return space_from_dict(data, source)
+
+
+def space_from_dict(data: Mapping[str, Any], source: str = "<space settings>") -> Space:
+    """Validate ``data`` against its family's settings model and instantiate the space."""
+    if "family" not in data:
+        raise ConfigError(f"{source}: missing key 'family'; allowed: {', '.join(SPACE_FAMILIES.names())}")
+    try:
+        family = SPACE_FAMILIES.get(data["family"])
+    except (UnknownNameError, TypeError):
+        raise ConfigError(
+            f"{source}: key 'family' has value {data['family']!r}; allowed: {', '.join(SPACE_FAMILIES.names())}"
+        ) from None
+    try:
+        config = family.Config.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source, family.Config)) from None
+    return family(config)
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """One line per problem: file, key, given value, what is allowed."""
+    lines = []
+    for e in err.errors():
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        if e["type"] == "extra_forbidden":
+            allowed = _keys_at(model, e["loc"][:-1])
+            lines.append(f"{source}: unknown key {key!r} (value {e['input']!r}); allowed keys: {', '.join(allowed)}")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: missing key {key!r}")
+        else:
+            lines.append(f"{source}: key {key!r} has value {e['input']!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (nested) settings model found at ``loc``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        nested = [a for a in (annotation, *typing.get_args(annotation))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    return list(model.model_fields)

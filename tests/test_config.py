@@ -1,0 +1,67 @@
+import pytest
+import yaml
+
+from frugalnas.config import load_config, parse_config
+from frugalnas.errors import ConfigError
+
+
+def write(tmp_path, data, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_fill_in_and_design_example_validates(tmp_path):
+    path = write(tmp_path, {
+        "name": "quickstart",
+        "dataset": {"source": "digits", "image_size": 16, "codec": "jpeg", "quality": 75},
+        "embedding": {"kind": "triplet", "latent_dim": 16, "epochs": 10},
+        "selection": {"policy": "dds", "subset_size": 200, "hardness": 0.9, "mastery": 0.6, "warmup_epochs": 2},
+        "space": "search_spaces/nb201.yaml",
+        "search": {"strategy": "evolution", "budget": 40, "scheduler": "asha", "epochs_per_candidate": 4},
+        "final": {"epochs": 20},
+        "resources": {"workers": 2, "cpus_per_trial": 1},
+        "tracking": {"uri": None, "experiment": "quickstart"},
+    })
+    config = load_config(path)
+    assert config.selection.policy == "dds" and config.search.scheduler == "asha"
+    assert config.final.batch_size == 64  # a default
+
+
+@pytest.mark.parametrize("data,fragments", [
+    ({"name": "x", "selection": {"polcy": "dds"}}, ["selection.polcy", "unknown key", "allowed keys here: policy"]),
+    ({"name": "x", "search": {"budget": "many"}}, ["search.budget", "'many'"]),
+    ({"name": "x", "selection": {"mastery": 1.5}}, ["selection.mastery", "less than or equal to 1", "1.5"]),
+    ({"name": "x", "dataset": {"codec": "gif"}}, ["dataset.codec", "'jpeg', 'webp', 'png' or 'raw'", "'gif'"]),
+    ({"name": "x", "bogus": 1}, ["bogus", "unknown key", "allowed keys here: name, seed, dataset"]),
+    ({"selection": {}}, ["name", "required key is missing"]),
+])
+def test_errors_name_file_key_value_and_allowed(tmp_path, data, fragments):
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_overrides_are_parsed_as_yaml_and_validated():
+    config = parse_config({"name": "x"}, overrides=["search.budget=7", "selection.policy=full", "final.lr=0.1"])
+    assert config.search.budget == 7 and config.selection.policy == "full" and config.final.lr == 0.1
+    with pytest.raises(ConfigError, match="search.budget"):
+        parse_config({"name": "x"}, overrides=["search.budget=-3"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        parse_config({"name": "x"}, overrides=["search.budget"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(tmp_path / "list.yaml")
