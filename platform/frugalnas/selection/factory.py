@@ -1,0 +1,38 @@
+"""Building a selector from experiment settings: each policy gets only the parameters it takes."""
+from __future__ import annotations
+
+import numpy as np
+
+from frugalnas.selection.base import Selector, make_selector
+from frugalnas.selection.furthest import FURTHEST_INDEXES
+
+DYNAMIC_POLICIES = ("dds", "dynamic-random")
+
+
+def needs_latents(policy: str) -> bool:
+    """Whether the policy replaces images by furthest latent neighbour (and so needs embeddings)."""
+    return policy == "dds"
+
+
+def selector_from_settings(policy: str, train_ids: np.ndarray, train_labels: np.ndarray, *, subset_size: int,
+                           hardness: float = 0.9, mastery: float = 0.6, warmup_epochs: int = 5,
+                           curriculum_stages: int = 0, total_epochs: int | None = None, seed: int = 0,
+                           latents: tuple[np.ndarray, np.ndarray] | None = None,
+                           index: str = "kdtree") -> Selector:
+    """A ready selector. ``latents`` = (ids, vectors) covering the training ids (dds only);
+    ``index`` names the furthest-neighbour index built over them."""
+    kwargs = {"subset_size": subset_size, "seed": seed}
+    if policy in DYNAMIC_POLICIES:
+        kwargs.update(hardness=hardness, mastery=mastery, warmup_epochs=warmup_epochs,
+                      curriculum_stages=curriculum_stages, total_epochs=total_epochs)
+    if needs_latents(policy):
+        if latents is None:
+            raise ValueError("the dds selector needs latents (ids, vectors) of the training images")
+        latent_ids, vectors = latents
+        row = {int(i): r for r, i in enumerate(latent_ids)}
+        missing = [int(i) for i in train_ids if int(i) not in row]
+        if missing:
+            raise ValueError(f"the embeddings lack {len(missing)} training image(s), e.g. ids {missing[:5]}: re-run embed")
+        rows = np.array([row[int(i)] for i in train_ids])
+        kwargs["index"] = FURTHEST_INDEXES.get(index)(train_ids, vectors[rows], train_labels)
+    return make_selector(policy, train_ids, train_labels, **kwargs)

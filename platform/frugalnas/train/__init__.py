@@ -1,0 +1,5 @@
+"""Training loops (plain PyTorch): candidate training with a selector, evaluation, fixed architectures."""
+from frugalnas.train.classify import EpochResult, TrainSettings, evaluate, train_epoch, train_with_selector
+from frugalnas.train.models import BASELINES, build_arch
+
+__all__ = ["BASELINES", "EpochResult", "TrainSettings", "build_arch", "evaluate", "train_epoch", "train_with_selector"]

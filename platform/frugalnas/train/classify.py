@@ -1,0 +1,140 @@
+"""Training one classifier on the subsets a selector picks, epoch by epoch.
+
+Plain PyTorch: the loop asks the selector for the epoch's plan, trains on those ids in the given
+(curriculum) order, and hands back each image's confidence and correctness from the training forward
+passes, the signal DDS-NAS mines hard examples from. Accuracy is measured on a held-out split,
+never on the subset.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from frugalnas.data.torch_dataset import ImageSplit
+from frugalnas.selection import Selector
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    restart_lr_on_update: bool = True  # DDS: jump back to the top of the schedule after a subset update
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    trained: bool
+    updated: bool
+    images: int
+    train_loss: float | None
+    train_accuracy: float | None
+    lr: float
+    images_processed: int
+    subset_updates: int
+    seconds: float
+    eval_accuracy: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageSplit, ids: np.ndarray,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """One pass over ``ids`` in order; returns (confidence of the predicted class, correct, mean loss)."""
+    model.train()
+    confidences, corrects, total_loss = [], [], 0.0
+    for start in range(0, len(ids), batch_size):
+        images, labels = data.batch(ids[start : start + batch_size])
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            confidence, predicted = F.softmax(logits, dim=1).max(dim=1)
+        confidences.append(confidence.numpy())
+        corrects.append((predicted == labels).numpy())
+        total_loss += float(loss.detach()) * len(labels)
+    return np.concatenate(confidences), np.concatenate(corrects), total_loss / max(1, len(ids))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: ImageSplit, ids: np.ndarray, batch_size: int = 256) -> None:
+    """Re-estimate BatchNorm running statistics with forward passes over ``ids``.
+
+    A few hundred subset images give only a handful of optimiser steps per epoch, too few for the
+    running averages to settle; without this, eval-mode accuracy lags far behind the model."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or len(ids) == 0:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes below
+    model.train()
+    for start in range(0, len(ids), batch_size):
+        model(data.batch(ids[start : start + batch_size])[0])
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSplit, batch_size: int = 512) -> float:
+    """Top-1 accuracy on a whole split."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        logits = model(data.images[start : start + batch_size])
+        correct += int((logits.argmax(1).numpy() == data.labels[start : start + batch_size]).sum())
+    return correct / max(1, len(data))
+
+
+def train_with_selector(model: nn.Module, train_data: ImageSplit, selector: Selector, settings: TrainSettings, *,
+                        eval_data: ImageSplit | None = None, eval_every: int = 0,
+                        progress: Callable[[EpochResult], None] | None = None) -> list[EpochResult]:
+    """Train ``model`` for ``settings.epochs`` epochs on the ids ``selector`` plans.
+
+    SGD with cosine-annealed learning rate over the epochs; with ``restart_lr_on_update`` the
+    schedule restarts after each subset update (as in the DDS-NAS DARTS port), since the new subset
+    is a new, harder task. BatchNorm statistics are re-estimated on the last trained subset before
+    every evaluation and at the end. Returns one :class:`EpochResult` per epoch.
+    """
+    torch.manual_seed(settings.seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, nesterov=True)
+    results, cycle_start, last_trained = [], 0, np.empty(0, dtype=np.int64)
+    for epoch in range(settings.epochs):
+        started = time.perf_counter()
+        plan = selector.next_epoch()
+        if plan.updated and settings.restart_lr_on_update:
+            cycle_start = epoch + 1
+        cycle_length = max(1, settings.epochs - cycle_start)
+        lr = 0.5 * settings.lr * (1 + math.cos(math.pi * max(0, epoch - cycle_start) / cycle_length))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = accuracy = None
+        if plan.train and len(plan.ids):
+            confidence, correct, loss = train_epoch(model, optimizer, train_data, plan.ids, settings.batch_size)
+            selector.observe(plan.ids, confidence, correct)
+            accuracy = float(correct.mean())
+            last_trained = plan.ids
+        result = EpochResult(epoch, plan.train, plan.updated, len(plan.ids), loss, accuracy, lr,
+                             selector.images_processed, selector.subset_updates, time.perf_counter() - started)
+        if eval_data is not None and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == settings.epochs):
+            recalibrate_batchnorm(model, train_data, last_trained)
+            result.eval_accuracy = evaluate(model, eval_data)
+        results.append(result)
+        if progress:
+            progress(result)
+    recalibrate_batchnorm(model, train_data, last_trained)
+    return results
