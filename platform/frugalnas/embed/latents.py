@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from frugalnas.embed.autoencoder import AUTOENCODERS
 from frugalnas.embed.quality import knn_agreement, pixel_vectors
 from frugalnas.embed.training import encode, train_autoencoder
 from frugalnas.errors import DataError
@@ -72,6 +73,12 @@ def load_latents(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return table["id"].to_numpy().astype(np.int64), latents
 
 
+def embedding_name(kind: str, latent_dim: int, epochs: int) -> str:
+    """File stem of an embedding: ``triplet-d16``; ``-untrained`` marks the epochs=0 control, so it
+    never overwrites a trained embedding."""
+    return f"{kind}-d{latent_dim}" + ("-untrained" if epochs == 0 else "")
+
+
 def embed_dataset(
     dataset_dir: str | Path,
     *,
@@ -87,7 +94,7 @@ def embed_dataset(
 ) -> dict:
     """Train an autoencoder on a stored dataset's train split, embed every split, save, report.
 
-    Writes ``DATASET/embeddings/<kind>-d<latent_dim>.parquet`` (the latents of every image of
+    Writes ``DATASET/embeddings/<kind>-d<latent_dim>[-untrained].parquet`` (the latents of every image of
     every split) and ``.json`` (the report), and returns the report: the settings, the parquet
     path, ``eval_split`` (test, else val, else train), ``knn_agreement`` and
     ``pixel_knn_agreement`` ({"5": x, "10": y}: label agreement among nearest neighbours of the
@@ -98,6 +105,7 @@ def embed_dataset(
     from frugalnas.data import open_dataset  # the data layer is heavier; load it only when used
 
     started = time.perf_counter()
+    AUTOENCODERS.get(kind)  # an unknown kind fails before any image is decoded
     ds = open_dataset(dataset_dir)
     splits = ds.split_names()
     if "train" not in splits:
@@ -115,7 +123,7 @@ def embed_dataset(
 
     ids = np.concatenate([arrays[s][0] for s in splits])
     latents = np.concatenate([encode(model, arrays[s][1], image_size) for s in splits])
-    name = f"{kind}-d{latent_dim}"
+    name = embedding_name(kind, latent_dim, epochs)
     path = save_latents(ds.root / EMBEDDINGS_DIR / f"{name}.parquet", ids, latents)
 
     eval_split = next(s for s in EVAL_SPLIT_ORDER if s in splits)

@@ -91,9 +91,10 @@ def train_autoencoder(
         raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
     y = torch.from_numpy(labels.astype(np.int64))
 
-    torch.manual_seed(seed)
     given = {"margin": margin}
-    model = cls(x.shape[1], image_size, latent_dim, **{k: given[k] for k in cls.options})
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = cls(x.shape[1], image_size, latent_dim, **{k: given[k] for k in cls.options})
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     shuffle = torch.Generator().manual_seed(seed)
 

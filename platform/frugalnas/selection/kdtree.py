@@ -42,8 +42,8 @@ class KDTreeFurthest(FurthestIndex):
     ``eps``: accept an answer within a factor ``1 + eps`` of the furthest distance (0 = exact).
     """
 
-    def __init__(self, ids, latents, labels, leaf_size: int = 32, fanout: int = 8,
-                 max_leaves: int | None = None, eps: float = 0.0):
+    def __init__(self, ids, latents, labels, leaf_size: int = 128, fanout: int = 16,
+                 max_leaves: int | None = None, eps: float = 0.0, candidates: int = 0):
         super().__init__(ids, latents, labels)
         if int(leaf_size) < 1:
             raise ValueError(f"leaf_size must be a positive integer, got {leaf_size!r}")
@@ -54,22 +54,28 @@ class KDTreeFurthest(FurthestIndex):
             raise ValueError(f"latents of {len(bad)} images are not finite (NaN/inf), e.g. image "
                              f"id {int(self.ids[bad[0]])}; a distance to them is undefined")
         self.leaf_size, self.fanout = int(leaf_size), int(fanout)
-        self.set_approximation(max_leaves, eps)
+        self.set_approximation(max_leaves, eps, candidates)
         # Float32 leaf distances may round up past the exact value the float64 bounds cover; this
         # relative slack keeps exact mode exact (its cost in pruning is nil).
         self._slack = 1.0 + 8 * (self.latents.shape[1] + 2) * float(np.finfo(np.float32).eps)
         self._build()
         self.last_leaves = 0  # leaves scanned by the latest query (for benchmarks and tests)
 
-    def set_approximation(self, max_leaves: int | None = None, eps: float = 0.0) -> None:
+    def set_approximation(self, max_leaves: int | None = None, eps: float = 0.0,
+                          candidates: int = 0) -> None:
         """Change the search's speed/recall trade-off without rebuilding the tree
-        (``max_leaves=None, eps=0`` is exact)."""
-        if max_leaves is not None and (isinstance(max_leaves, bool) or int(max_leaves) < 1):
-            raise ValueError(f"max_leaves must be a positive integer or None, got {max_leaves!r}")
-        if not (isinstance(eps, (int, float)) and eps >= 0):
+        (``max_leaves=None, eps=0`` is exact, whatever ``candidates`` is)."""
+        for name, value in (("max_leaves", max_leaves), ("candidates", candidates)):
+            if value is None and name == "max_leaves":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0"
+                                 f"{' or None' if name == 'max_leaves' else ''}, got {value!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         self.max_leaves = None if max_leaves is None else int(max_leaves)
         self.eps = float(eps)
+        self.candidates = int(candidates)
         self._prune_factor = (1.0 + self.eps) ** 2
 
     @property
@@ -125,6 +131,14 @@ class KDTreeFurthest(FurthestIndex):
         self._child, self._n_child = first_child, n_child
 
         self._pts = np.ascontiguousarray(pts[order])  # float32, tree order
+        # The "outer shell" of each class: tree positions by distance from the class centroid,
+        # farthest first. Furthest neighbours are nearly always among the outermost points, so
+        # the first ``candidates`` of them make a cheap first guess (see furthest()).
+        self._shell: dict[int, np.ndarray] = {}
+        for c, s0, e0 in zip(classes, class_start, class_end):
+            block = self._pts[s0:e0].astype(np.float64)
+            spread = ((block - block.mean(axis=0)) ** 2).sum(axis=1)
+            self._shell[int(c)] = s0 + np.argsort(-spread, kind="stable")
         self._pts_ids = self.ids[order]
         self._pos_of_row = np.empty(len(order), dtype=np.int64)
         self._pos_of_row[order] = np.arange(len(order))
@@ -186,10 +200,21 @@ class KDTreeFurthest(FurthestIndex):
         # bound that only ties the best is opened too, as it may hold a tied, smaller id.
         factor = self._prune_factor
         best_d2, best_id = -1.0, None
-        root = self._roots[int(self.labels[row])]
+        label = int(self.labels[row])
+        if self.candidates:
+            pool = self._shell[label][: self.candidates]
+            pool = pool[~np.isin(pool, excluded)]
+            if len(pool):
+                d2 = squared_distances(self._pts[pool], q32)
+                best_d2 = float(d2.max())
+                best_id = int(self._pts_ids[pool[d2 == best_d2]].min())
+        root = self._roots[label]
         heap = [(-float(self._bounds(slice(root, root + 1), q)[0]), root)]
         leaves = 0
         while heap:
+            # The leaf budget only stops a search that has an answer: None means "all excluded".
+            if self.max_leaves is not None and leaves >= self.max_leaves and best_id is not None:
+                break
             neg_bound, node = heapq.heappop(heap)
             if -neg_bound < best_d2 * factor:
                 break  # the heap is ordered by bound: no remaining node can do better
@@ -210,8 +235,5 @@ class KDTreeFurthest(FurthestIndex):
                 cand = int(self._pts_ids[s:e][d2 == top].min())
                 if top > best_d2 or cand < best_id:
                     best_d2, best_id = top, cand
-            # The leaf budget only stops a search that has an answer: None means "all excluded".
-            if self.max_leaves is not None and leaves >= self.max_leaves and best_id is not None:
-                break
         self.last_leaves = leaves
         return best_id

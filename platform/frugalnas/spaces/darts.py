@@ -6,6 +6,10 @@ two ops applied to two distinct earlier states; the cell outputs the concatenati
 intermediate nodes. Architectures are written as DARTS genotypes:
 ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[2, 3, 4, 5])``.
 
+The ``none`` (zero) op is a candidate of the supernet only: DARTS never keeps it in a derived
+cell, so the discrete space (sampling, mutation, genotypes) uses the other ops, 7 by default,
+and has (prod_n C(n, 2) * 7**2)**2 ~ 1e18 architectures, as in the paper.
+
 Canonical form: the two (op, input) pairs of a node are listed by increasing input, because
 their order does not change the network (DARTS itself lists them by alpha strength). So a
 published genotype parses to the same architecture, but may print with a node's pairs swapped.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import operator
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -65,9 +70,13 @@ def _pairs(value: Any, field: str) -> tuple[tuple[str, int], ...]:
         pairs = [tuple(p) for p in value]
     except TypeError:
         raise ValueError(f"Genotype.{field} must be a list of (op, input) pairs, got {value!r}") from None
-    for p in pairs:
-        if len(p) != 2 or not isinstance(p[0], str) or not isinstance(p[1], int) or isinstance(p[1], bool):
-            raise ValueError(f"Genotype.{field}: {p!r} is not an (op name, input index) pair")
+    for k, p in enumerate(pairs):
+        try:
+            if len(p) != 2 or not isinstance(p[0], str) or isinstance(p[1], bool):
+                raise TypeError
+            pairs[k] = (p[0], operator.index(p[1]))  # numpy ints too
+        except TypeError:
+            raise ValueError(f"Genotype.{field}: {p!r} is not an (op name, input index) pair") from None
     if len(pairs) % 2:
         raise ValueError(f"Genotype.{field} needs two pairs per node, got {len(pairs)} pairs")
     ordered = []
@@ -222,10 +231,15 @@ class DartsSupernet(Supernet):
 
 @SPACE_FAMILIES.register("darts")
 class DartsSpace(CellSpace):
-    """DARTS: per cell and node, two distinct inputs and one op on each."""
+    """DARTS: per cell and node, two distinct inputs and one op (not ``none``) on each."""
 
     Config = DartsConfig
     config: DartsConfig
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """The ops a genotype may use: the configured ops except ``none`` (supernet only)."""
+        return tuple(op for op in self.config.ops if op != "none")
 
     @property
     def _node_ids(self) -> range:
@@ -235,7 +249,7 @@ class DartsSpace(CellSpace):
         return list(itertools.combinations(range(n), 2))
 
     def choices(self) -> list[tuple[str, list[Any]]]:
-        ops = list(self.config.ops)
+        ops = list(self.ops)
         out = []
         for cell in CELLS:
             for n in self._node_ids:
@@ -248,7 +262,7 @@ class DartsSpace(CellSpace):
 
     def from_choices(self, indices: Sequence[int]) -> Genotype:
         indices = iter(self._check_indices(indices))
-        ops = self.config.ops
+        ops = self.ops
         cells = {}
         for cell in CELLS:
             pairs = []
@@ -266,7 +280,7 @@ class DartsSpace(CellSpace):
             pairs = getattr(arch, cell)
             for k, n in enumerate(self._node_ids):
                 (op_a, a), (op_b, b) = pairs[2 * k], pairs[2 * k + 1]
-                out += [self._input_pairs(n).index((a, b)), self.config.ops.index(op_a), self.config.ops.index(op_b)]
+                out += [self._input_pairs(n).index((a, b)), self.ops.index(op_a), self.ops.index(op_b)]
         return out
 
     def _check(self, arch: Genotype) -> None:
@@ -282,8 +296,9 @@ class DartsSpace(CellSpace):
             for k, n in enumerate(self._node_ids):
                 (op_a, a), (op_b, b) = pairs[2 * k], pairs[2 * k + 1]
                 for op, j in ((op_a, a), (op_b, b)):
-                    if op not in self.config.ops:
-                        raise ValueError(f"darts: {cell} node {n} has op {op!r}; allowed: {', '.join(self.config.ops)}")
+                    if op not in self.ops:
+                        hint = " ('none' is a supernet-only op)" if op == "none" else ""
+                        raise ValueError(f"darts: {cell} node {n} has op {op!r}; allowed: {', '.join(self.ops)}{hint}")
                     if not 0 <= j < n:
                         raise ValueError(f"darts: {cell} node {n} takes input {j}; allowed inputs are 0..{n - 1}")
                 if a == b:
@@ -296,14 +311,14 @@ class DartsSpace(CellSpace):
         """Per cell, per possible edge (node n <- state j), a one-hot of its op or zeros if the
         edge is absent: the same position always means the same edge, which suits predictors."""
         self._check(arch)
-        k_ops = len(self.config.ops)
+        k_ops = len(self.ops)
         parts = []
         for cell in CELLS:
             chosen = {}
             pairs = getattr(arch, cell)
             for k, n in enumerate(self._node_ids):
                 for op, j in pairs[2 * k : 2 * k + 2]:
-                    chosen[(n, j)] = self.config.ops.index(op)
+                    chosen[(n, j)] = self.ops.index(op)
             for n in self._node_ids:
                 for j in range(n):
                     one_hot = np.zeros(k_ops, dtype=np.float32)

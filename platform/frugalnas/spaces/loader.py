@@ -98,7 +98,12 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def _describe(err: ValidationError, source: str, model: type[BaseModel]) -> str:
     """One line per problem: file, key, given value, what is allowed."""
     lines = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors:
+        # A bad item also makes its list "too short"; that follow-on error only confuses.
+        if e["type"] == "too_short" and any(o["loc"][: len(e["loc"])] == e["loc"] and len(o["loc"]) > len(e["loc"])
+                                            for o in errors):
+            continue
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
         if e["type"] == "extra_forbidden":
             allowed = _keys_at(model, e["loc"][:-1])

@@ -92,6 +92,9 @@ class MobileNetArch:
     width: float
     stages: tuple[StageArch, ...]
 
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))  # a list would make the arch unhashable
+
     def __str__(self) -> str:
         return "-".join([f"w{self.width:g}"] + [str(s) for s in self.stages])
 

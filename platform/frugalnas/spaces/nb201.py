@@ -55,6 +55,7 @@ class NB201Arch:
     ops: tuple[str, ...]
 
     def __post_init__(self):
+        object.__setattr__(self, "ops", tuple(self.ops))  # a list would make the arch unhashable
         if len(self.ops) != len(EDGES):
             raise ValueError(f"an NAS-Bench-201 cell has {len(EDGES)} edges, got {len(self.ops)} ops")
 
