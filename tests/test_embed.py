@@ -244,7 +244,7 @@ def test_embed_dataset_eval_split_falls_back_and_needs_train(tmp_path, monkeypat
     monkeypatch.setattr(frugalnas.data, "open_dataset", lambda d: FakeDataset(d, splits))
     report = embed_dataset(tmp_path, kind="plain", latent_dim=3, epochs=0, image_size=8)
     assert report["eval_split"] == "val" and report["final_loss"] is None
-    assert Path(report["path"]).name == "plain-d3.parquet"
+    assert Path(report["path"]).name == "plain-d3-untrained.parquet"  # epochs=0: the untrained control
 
     only_train = fake_splits(["train"])
     monkeypatch.setattr(frugalnas.data, "open_dataset", lambda d: FakeDataset(d, only_train))
@@ -264,7 +264,8 @@ def test_embed_dataset_on_ingested_digits(digits_dataset, tmp_path):
     dataset = shutil.copytree(digits_dataset, tmp_path / "digits")
     report = embed_dataset(dataset, kind="triplet", latent_dim=8, epochs=10, image_size=8)
     untrained = embed_dataset(dataset, kind="triplet", latent_dim=8, epochs=0, image_size=8)
-    assert report["path"] == untrained["path"]  # same kind and size: the second overwrote it
+    assert report["path"] != untrained["path"]  # the untrained control never overwrites a trained embedding
+    assert Path(report["path"]).exists() and Path(untrained["path"]).exists()
     ds = frugalnas.data.open_dataset(dataset)
     ids, latents = load_latents(report["path"])
     all_ids = np.concatenate([ds.labels(s)[0] for s in ds.split_names()])

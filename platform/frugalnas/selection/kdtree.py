@@ -14,13 +14,22 @@ it approximates is not public. This one is exact by default and approximate on r
   per query (vectorised, ``O(|exclude| log N)``); a leaf masks its excluded points with one binary
   search. Nothing in a query costs ``O(N)``.
 
-Approximation knobs (both off by default = exact):
-``max_leaves`` stops after that many leaves (the best-bound ones); ``eps`` only opens a node whose
-bound beats ``(1 + eps)`` times the best distance, so the answer is at least ``1 / (1 + eps)`` of
-the true furthest distance.
+Approximation knobs (all off by default = exact):
 
-Pruning weakens as the latent dimension grows (boxes are split along only ~log2(N / leaf_size)
-axes); ``benchmarks/furthest_neighbour.py`` measures where that bites.
+* ``eps`` only opens a node whose bound beats ``(1 + eps)`` times the best distance so far, so the
+  answer is at least ``1 / (1 + eps)`` of the true furthest distance.
+* ``max_leaves`` stops after that many leaves (the ones with the largest bounds).
+* ``candidates`` first re-ranks the class's "outer shell": the ``candidates`` points farthest from
+  the class centroid (precomputed). ``|p - q|^2 = |p - c|^2 + |q - c|^2 - 2 (p - c).(q - c)`` and
+  in high dimension the cross term is small, so the furthest point is nearly always an outermost
+  one. With ``max_leaves=0`` the shell alone answers, in ``O(candidates * D)`` whatever N is; with
+  the tree search still on, the shell's best only seeds it (still exact).
+
+Pruning weakens as the latent dimension grows (a node's box is split along only
+~log2(N_class / leaf_size) of D axes, and the ball bound ``|q - c| + r`` overshoots the typical
+``sqrt(|q - c|^2 + r^2)``): at D = 32 exact mode opens about half the tree and is no faster than
+brute force, while the shell stays fast at high recall. ``benchmarks/furthest_neighbour.py``
+measures all of this (results in ``benchmarks/results/furthest_neighbour.md``).
 """
 from __future__ import annotations
 
@@ -36,10 +45,12 @@ from frugalnas.selection.furthest import FURTHEST_INDEXES, FurthestIndex, square
 class KDTreeFurthest(FurthestIndex):
     """Per-class kd-tree over latents, furthest-neighbour by best-first branch-and-bound.
 
-    ``leaf_size``: most points in a leaf (a leaf is scanned in one numpy call, so a few dozen
-    points amortise Python overhead without scanning much more than needed).
-    ``max_leaves``: stop after scanning this many leaves (approximate; None = no limit).
-    ``eps``: accept an answer within a factor ``1 + eps`` of the furthest distance (0 = exact).
+    ``leaf_size``: most points in a leaf (a leaf is scanned in one numpy call; ~100 points
+    amortise the Python cost of visiting it). ``fanout``: children per inner node (bounded
+    together in one numpy call, so wide nodes mean fewer Python steps per query).
+    ``max_leaves``, ``eps``, ``candidates``: the approximation knobs of the module docstring
+    (defaults: exact); :meth:`set_approximation` changes them without rebuilding.
+    Queries change no state except :attr:`last_leaves`, a statistic (leaves scanned).
     """
 
     def __init__(self, ids, latents, labels, leaf_size: int = 128, fanout: int = 16,
@@ -180,14 +191,14 @@ class KDTreeFurthest(FurthestIndex):
 
     def _excluded_positions(self, exclude: Collection[int], query_pos: int) -> np.ndarray:
         """Sorted tree positions of the excluded ids (ids not in the index are ignored, as in
-        ExactFurthest), plus the query itself."""
+        ExactFurthest), plus the query itself. Duplicates are harmless, so none are removed."""
         if isinstance(exclude, np.ndarray):
             ex = exclude.astype(np.int64, copy=False).ravel()
         else:
             ex = np.fromiter(exclude, dtype=np.int64, count=len(exclude))
         at = np.minimum(np.searchsorted(self._sorted_ids, ex), len(self._sorted_ids) - 1)
         found = at[self._sorted_ids[at] == ex]
-        return np.unique(np.append(self._sorted_pos[found], query_pos))
+        return np.sort(np.append(self._sorted_pos[found], query_pos))
 
     def furthest(self, query_id, exclude=()):
         row = self.row_of(query_id)
@@ -203,12 +214,16 @@ class KDTreeFurthest(FurthestIndex):
         label = int(self.labels[row])
         if self.candidates:
             pool = self._shell[label][: self.candidates]
-            pool = pool[~np.isin(pool, excluded)]
+            at = np.minimum(np.searchsorted(excluded, pool), len(excluded) - 1)
+            pool = pool[excluded[at] != pool]
             if len(pool):
                 d2 = squared_distances(self._pts[pool], q32)
                 best_d2 = float(d2.max())
                 best_id = int(self._pts_ids[pool[d2 == best_d2]].min())
         root = self._roots[label]
+        if self.max_leaves == 0 and best_id is not None:
+            self.last_leaves = 0
+            return best_id  # the pool alone answers
         heap = [(-float(self._bounds(slice(root, root + 1), q)[0]), root)]
         leaves = 0
         while heap:
