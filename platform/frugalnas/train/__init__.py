@@ -1,5 +1,6 @@
 """Training loops (plain PyTorch): candidate training with a selector, evaluation, fixed architectures."""
-from frugalnas.train.classify import EpochResult, TrainSettings, evaluate, train_epoch, train_with_selector
+from frugalnas.train.classify import (
+    EpochResult, SelectorTrainer, TrainSettings, evaluate, recalibrate_batchnorm, train_epoch, train_with_selector)
 from frugalnas.train.models import BASELINES, build_arch
 
-__all__ = ["BASELINES", "EpochResult", "TrainSettings", "build_arch", "evaluate", "train_epoch", "train_with_selector"]
+__all__ = ["BASELINES", "EpochResult", "SelectorTrainer", "recalibrate_batchnorm", "TrainSettings", "build_arch", "evaluate", "train_epoch", "train_with_selector"]

@@ -99,42 +99,83 @@ def evaluate(model: nn.Module, data: ImageSplit, batch_size: int = 512) -> float
     return correct / max(1, len(data))
 
 
-def train_with_selector(model: nn.Module, train_data: ImageSplit, selector: Selector, settings: TrainSettings, *,
-                        eval_data: ImageSplit | None = None, eval_every: int = 0,
-                        progress: Callable[[EpochResult], None] | None = None) -> list[EpochResult]:
-    """Train ``model`` for ``settings.epochs`` epochs on the ids ``selector`` plans.
+class SelectorTrainer:
+    """Trains a model epoch by epoch on the ids a selector plans; checkpointable between epochs.
 
-    SGD with cosine-annealed learning rate over the epochs; with ``restart_lr_on_update`` the
-    schedule restarts after each subset update (as in the DDS-NAS DARTS port), since the new subset
-    is a new, harder task. BatchNorm statistics are re-estimated on the last trained subset before
-    every evaluation and at the end. Returns one :class:`EpochResult` per epoch.
+    SGD with cosine-annealed learning rate over ``settings.epochs``; with ``restart_lr_on_update``
+    the schedule restarts after each subset update (as in the DDS-NAS DARTS port), since the new
+    subset is a new, harder task.
     """
-    torch.manual_seed(settings.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay, nesterov=True)
-    results, cycle_start, last_trained = [], 0, np.empty(0, dtype=np.int64)
-    for epoch in range(settings.epochs):
+
+    def __init__(self, model: nn.Module, train_data: ImageSplit, selector: Selector, settings: TrainSettings):
+        self.model, self.train_data, self.selector, self.settings = model, train_data, selector, settings
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                         weight_decay=settings.weight_decay, nesterov=True)
+        self.epoch = 0
+        self.cycle_start = 0
+        self.last_trained = np.empty(0, dtype=np.int64)
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.settings.epochs
+
+    def run_epoch(self) -> EpochResult:
         started = time.perf_counter()
-        plan = selector.next_epoch()
+        epoch, settings = self.epoch, self.settings
+        plan = self.selector.next_epoch()
         if plan.updated and settings.restart_lr_on_update:
-            cycle_start = epoch + 1
-        cycle_length = max(1, settings.epochs - cycle_start)
-        lr = 0.5 * settings.lr * (1 + math.cos(math.pi * max(0, epoch - cycle_start) / cycle_length))
-        for group in optimizer.param_groups:
+            self.cycle_start = epoch + 1
+        cycle_length = max(1, settings.epochs - self.cycle_start)
+        lr = 0.5 * settings.lr * (1 + math.cos(math.pi * max(0, epoch - self.cycle_start) / cycle_length))
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = accuracy = None
         if plan.train and len(plan.ids):
-            confidence, correct, loss = train_epoch(model, optimizer, train_data, plan.ids, settings.batch_size)
-            selector.observe(plan.ids, confidence, correct)
+            confidence, correct, loss = train_epoch(self.model, self.optimizer, self.train_data, plan.ids,
+                                                    settings.batch_size)
+            self.selector.observe(plan.ids, confidence, correct)
             accuracy = float(correct.mean())
-            last_trained = plan.ids
-        result = EpochResult(epoch, plan.train, plan.updated, len(plan.ids), loss, accuracy, lr,
-                             selector.images_processed, selector.subset_updates, time.perf_counter() - started)
-        if eval_data is not None and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == settings.epochs):
-            recalibrate_batchnorm(model, train_data, last_trained)
-            result.eval_accuracy = evaluate(model, eval_data)
+            self.last_trained = plan.ids
+        self.epoch += 1
+        return EpochResult(epoch, plan.train, plan.updated, len(plan.ids), loss, accuracy, lr,
+                           self.selector.images_processed, self.selector.subset_updates,
+                           time.perf_counter() - started)
+
+    def evaluate(self, data: ImageSplit) -> float:
+        """Accuracy on ``data`` after re-estimating BatchNorm statistics on the last trained subset."""
+        recalibrate_batchnorm(self.model, self.train_data, self.last_trained)
+        return evaluate(self.model, data)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "selector": self.selector.state_dict(), "epoch": self.epoch, "cycle_start": self.cycle_start,
+                "last_trained": self.last_trained.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.selector.load_state_dict(state["selector"])
+        self.epoch, self.cycle_start = state["epoch"], state["cycle_start"]
+        self.last_trained = np.asarray(state["last_trained"], dtype=np.int64)
+
+
+def train_with_selector(model: nn.Module, train_data: ImageSplit, selector: Selector, settings: TrainSettings, *,
+                        eval_data: ImageSplit | None = None, eval_every: int = 0,
+                        progress: Callable[[EpochResult], None] | None = None) -> list[EpochResult]:
+    """Train ``model`` for ``settings.epochs`` epochs on the ids ``selector`` plans (see
+    :class:`SelectorTrainer`). With ``eval_every``, accuracy on ``eval_data`` every that many epochs
+    and at the end. BatchNorm statistics are re-estimated on the last trained subset before every
+    evaluation and at the end. Returns one :class:`EpochResult` per epoch.
+    """
+    torch.manual_seed(settings.seed)
+    trainer = SelectorTrainer(model, train_data, selector, settings)
+    results = []
+    while not trainer.done:
+        result = trainer.run_epoch()
+        if eval_data is not None and eval_every and (trainer.epoch % eval_every == 0 or trainer.done):
+            result.eval_accuracy = trainer.evaluate(eval_data)
         results.append(result)
         if progress:
             progress(result)
-    recalibrate_batchnorm(model, train_data, last_trained)
+    recalibrate_batchnorm(model, train_data, trainer.last_trained)
     return results
