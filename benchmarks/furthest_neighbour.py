@@ -32,7 +32,7 @@ from frugalnas.selection import ExactFurthest
 from frugalnas.selection.kdtree import KDTreeFurthest
 
 RESULTS = Path(__file__).resolve().parent / "results"
-N_CLASSES, N_SUBCLUSTERS, N_EXCLUDE = 10, 4, 1000
+N_CLASSES, N_SUBCLUSTERS, N_EXCLUDE, REPEATS = 10, 4, 1000, 3
 # (name, KDTreeFurthest.set_approximation kwargs, or None for brute force). One tree (default
 # leaf_size=128, fanout=16) serves every kd-tree mode: the modes only change how it is searched.
 MODES = [
@@ -43,6 +43,28 @@ MODES = [
     ("kdtree shell=256", {"candidates": 256, "max_leaves": 0}),
     ("kdtree shell=1024", {"candidates": 1024, "max_leaves": 0}),
 ]
+
+
+# What the numbers mean, in words; checked against the committed results (re-read them if the
+# script or the index changes).
+INTERPRETATION = """\
+- Exact mode is sub-linear in practice only in low dimension: at D = 8 it opens ~1% of a large
+  class's leaves and is ~20x faster than brute force at N = 1e6. Pruning fades with dimension
+  (the bounds overshoot; see the share of leaves opened), so at D = 32 it opens about half the
+  tree and wins only ~2x at N = 1e6, and nothing that matters at N <= 1e5.
+- At N <= 1e4 (a few hundred to a thousand points per class) every method costs a fraction of a
+  millisecond: the per-query floor is Python and the exclusion-set conversion, and differences
+  there are within the noise of this shared 2-core machine.
+- The fast approximate mode is the outer shell (re-rank the K points farthest from the class
+  centroid): constant cost in N, two orders of magnitude faster than brute force at N = 1e6 in
+  every dimension, with recall@1 ~0.93-1.0 and answers within ~1-3% of the furthest distance.
+  Its recall falls slowly as classes grow (a fixed K is a smaller share of a bigger class);
+  raise K for large classes. Whether a near-furthest swap serves DDS-NAS as well as the exact
+  one is not measured here.
+- eps and max_leaves are weaker trade-offs: in high dimension the best-bound leaf order finds
+  the furthest point late, so a leaf budget loses recall fast (max_leaves=32 at D = 32, N = 1e6).
+- Build time grows ~N log N (seconds at N = 1e6); it is paid once per latent space.
+"""
 
 
 def make_latents(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,11 +108,18 @@ def run_case(n: int, dim: int, n_queries: int, seed: int) -> list[dict]:
         if search is not None:
             index.set_approximation(**search)
         answers, leaves = [], []
-        t0 = time.perf_counter()
         for q in queries:
             answers.append(index.furthest(int(q), exclude))
             leaves.append(getattr(index, "last_leaves", 0))
-        query_s = (time.perf_counter() - t0) / n_queries
+        # Timed separately, best of REPEATS passes: the machine is shared, and the least
+        # disturbed pass is the best estimate of the index's own cost (timeit's rule).
+        passes = []
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            for q in queries:
+                index.furthest(int(q), exclude)
+            passes.append((time.perf_counter() - t0) / n_queries)
+        query_s = min(passes)
         if truth is None:
             truth = answers
         ratios = [dist(q, a) / dist(q, t) for q, a, t in zip(queries, answers, truth)
@@ -110,19 +139,31 @@ def run_case(n: int, dim: int, n_queries: int, seed: int) -> list[dict]:
     return rows
 
 
+def fmt_n(n: int) -> str:
+    return f"{n:.0e}".replace("e+0", "e")
+
+
 def summary(rows: list[dict]) -> list[str]:
     """Plain statements read off the measurements (so they stay true when the script re-runs)."""
     base = {(r["n"], r["dim"]): r["query_ms"] for r in rows if r["leaves_scanned"] is None}
     out = []
     for name, _ in MODES[1:]:
         mine = [r for r in rows if r["index"] == name]
-        faster = [f"N={r['n']:.0e}/D={r['dim']} ({base[r['n'], r['dim']] / r['query_ms']:.1f}x)"
-                  for r in mine if r["query_ms"] < base[r["n"], r["dim"]]]
-        recall = min(r["recall_at_1"] for r in mine)
-        ratio = min(r["dist_ratio"] for r in mine if r["dist_ratio"] is not None)
-        out.append(f"- **{name}**: faster than brute force at "
-                   f"{', '.join(faster) if faster else 'no size measured'}; "
-                   f"lowest recall@1 {recall:.3f}, lowest mean distance ratio {ratio:.4f}.")
+        slower = [f"N={fmt_n(r['n'])}/D={r['dim']} ({base[r['n'], r['dim']] / r['query_ms']:.1f}x)"
+                  for r in mine if r["query_ms"] >= base[r["n"], r["dim"]]]
+        top = max(r["n"] for r in mine)
+        at_top = ", ".join(f"D={r['dim']}: {base[r['n'], r['dim']] / r['query_ms']:.1f}x, recall "
+                           f"{r['recall_at_1']:.3f}" for r in mine if r["n"] == top)
+        worst = min(mine, key=lambda r: r["recall_at_1"])
+        out.append(f"- **{name}**: at N={fmt_n(top)} {at_top}. Not faster than brute force at: "
+                   f"{', '.join(slower) if slower else 'none of the sizes measured'}. Lowest "
+                   f"recall@1 {worst['recall_at_1']:.3f} (N={fmt_n(worst['n'])}, D={worst['dim']}).")
+    exact = [r for r in rows if r["index"] == "kdtree exact" and r["leaves_total"] > N_CLASSES]
+    share = ", ".join(f"N={fmt_n(r['n'])}/D={r['dim']}: "
+                      f"{100 * r['leaves_scanned'] / (r['leaves_total'] / N_CLASSES):.0f}%"
+                      for r in exact)
+    out.append(f"- Share of the query class's leaves the exact search opens (pruning power; "
+               f"classes hold ~N/10 points): {share}.")
     return out
 
 
@@ -130,14 +171,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         "# Furthest-neighbour index benchmark",
         "",
-        f"Generated by `benchmarks/furthest_neighbour.py {' '.join(meta['argv'])}` "
+        f"Generated by `{' '.join(['benchmarks/furthest_neighbour.py'] + meta['argv'])}` "
         f"({meta['when']}; {meta['machine']}, shared with other jobs: load average "
         f"{meta['load_before']:.1f} before, {meta['load_after']:.1f} after; Python "
         f"{meta['python']}, numpy {meta['numpy']}). Data: seeded Gaussian-mixture latents (10 "
         "classes x 4 rotated anisotropic sub-clusters, see the script's docstring); each query "
         f"is an image of a {N_EXCLUDE}-id exclusion set (100 at N = 1e3), which its answer must "
         "avoid. Brute force and the kd-tree modes answer the same queries in the same run, one "
-        "after the other, single-threaded. Query time is the mean per query; speed-up is against "
+        "after the other, single-threaded. Query time is the mean per query (best of "
+        f"{REPEATS} timed passes over the same queries: the machine is shared); speed-up is against "
         "brute force on the same row group; recall@1 = share of answers equal to the exact one; "
         "dist ratio = mean answer distance / exact furthest distance.",
         "",
@@ -159,10 +201,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
         leaves = ("" if r["leaves_scanned"] is None
                   else f"{r['leaves_scanned']:.0f} / {r['leaves_total']}")
         ratio = "" if r["dist_ratio"] is None else f"{r['dist_ratio']:.4f}"
-        lines.append(f"| {r['n']:.0e} | {r['dim']} | {r['index']} | {r['build_s']:.2f} | "
+        lines.append(f"| {fmt_n(r['n'])} | {r['dim']} | {r['index']} | {r['build_s']:.2f} | "
                      f"{r['query_ms']:.3f} | {speed:.1f}x | {r['recall_at_1']:.3f} | {ratio} | "
                      f"{leaves} |")
-    lines += ["", "## Read off the numbers", ""] + summary(rows)
+    lines += ["", "## Read off the numbers (generated from the rows above)", ""] + summary(rows)
+    lines += ["", "## Interpretation", "", INTERPRETATION]
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
-    queries = {1_000: 300, 10_000: 300, 100_000: 200, 1_000_000: 100}
+    queries = {1_000: 300, 10_000: 300, 100_000: 300, 1_000_000: 200}
     load_before = os.getloadavg()[0]
     rows = []
     for n in sizes:

@@ -1,0 +1,57 @@
+"""Run every benchmark (or only assemble RESULTS.md from the committed per-benchmark results).
+
+    python benchmarks/run_all.py              # run all, then assemble RESULTS.md (long: about an hour on 2 cores)
+    python benchmarks/run_all.py --assemble   # only rebuild RESULTS.md from benchmarks/results/*.md
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# (script, results name), in the order RESULTS.md shows them
+BENCHMARKS = [
+    ("data_io.py", "data_io"),
+    ("furthest_neighbour.py", "furthest_neighbour"),
+    ("selection.py", "selection"),
+    ("searchers_nb201_like.py", "searchers"),
+]
+
+HEADER = """# Benchmark results
+
+Every number here was measured by the script named in its section, side by side against its
+baseline in the same run, on the machine it names (the project's development machine: 2 cores, no
+GPU; other work was running on it at the same time unless a section says otherwise, so absolute
+speeds are conservative while the side-by-side ratios hold). Re-run with
+`python benchmarks/run_all.py` (or one script); each writes `benchmarks/results/<name>.{json,md}`
+and this page is assembled from those with `python benchmarks/run_all.py --assemble`.
+"""
+
+
+def assemble() -> None:
+    parts = [HEADER]
+    for script, name in BENCHMARKS:
+        md = HERE / "results" / f"{name}.md"
+        if md.exists():
+            parts.append(f"\n## `benchmarks/{script}`\n\n" + md.read_text().strip() + "\n")
+        else:
+            parts.append(f"\n## `benchmarks/{script}`\n\nNot measured yet.\n")
+    (HERE / "RESULTS.md").write_text("".join(parts))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assemble", action="store_true", help="only rebuild RESULTS.md")
+    args = parser.parse_args()
+    if not args.assemble:
+        for script, _ in BENCHMARKS:
+            print(f"== {script}", flush=True)
+            subprocess.run([sys.executable, str(HERE / script)], check=True)
+    assemble()
+
+
+if __name__ == "__main__":
+    main()
