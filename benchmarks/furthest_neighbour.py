@@ -49,21 +49,24 @@ MODES = [
 # script or the index changes).
 INTERPRETATION = """\
 - Exact mode is sub-linear in practice only in low dimension: at D = 8 it opens ~1% of a large
-  class's leaves and is ~20x faster than brute force at N = 1e6. Pruning fades with dimension
-  (the bounds overshoot; see the share of leaves opened), so at D = 32 it opens about half the
-  tree and wins only ~2x at N = 1e6, and nothing that matters at N <= 1e5.
-- At N <= 1e4 (a few hundred to a thousand points per class) every method costs a fraction of a
-  millisecond: the per-query floor is Python and the exclusion-set conversion, and differences
-  there are within the noise of this shared 2-core machine.
+  class's leaves and is more than 10x faster than brute force at N = 1e6. Pruning fades with
+  dimension (the bounds overshoot; see the share of leaves opened): at D = 16 it still wins ~5x
+  at N = 1e6, at D = 32 it opens about half the tree and wins only ~2x, and ~1.4x at N = 1e5.
+- At N <= 1e4 (a few hundred to a thousand points per class) every method costs well under a
+  millisecond; the gaps there (up to ~2-3x) are per-query overheads (brute force's isin over
+  the class's ids, the tree's exclusion-set conversion), not pruning.
 - The fast approximate mode is the outer shell (re-rank the K points farthest from the class
-  centroid): constant cost in N, two orders of magnitude faster than brute force at N = 1e6 in
-  every dimension, with recall@1 ~0.93-1.0 and answers within ~1-3% of the furthest distance.
-  Its recall falls slowly as classes grow (a fixed K is a smaller share of a bigger class);
-  raise K for large classes. Whether a near-furthest swap serves DDS-NAS as well as the exact
-  one is not measured here.
+  centroid): constant cost in N, ~40-120x faster than brute force at N = 1e6 in every
+  dimension, recall@1 ~0.91-1.0, mean answer distance within ~3% of the furthest. Its recall
+  falls slowly as classes grow (a fixed K is a smaller share of a bigger class): raise K for
+  large classes. Whether a near-furthest swap serves DDS-NAS as well as the exact one is not
+  measured here.
 - eps and max_leaves are weaker trade-offs: in high dimension the best-bound leaf order finds
   the furthest point late, so a leaf budget loses recall fast (max_leaves=32 at D = 32, N = 1e6).
-- Build time grows ~N log N (seconds at N = 1e6); it is paid once per latent space.
+- Build time grows ~N log N (about 5-11 s at N = 1e6 here); it is paid once per latent space.
+- Timings are from a 2-core machine shared with other jobs (load average in the header), so
+  individual rows move by tens of percent between runs; recall and leaves scanned do not
+  (seeded data and queries).
 """
 
 

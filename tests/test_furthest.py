@@ -139,6 +139,7 @@ def test_kdtree_rejects_bad_values_and_settings():
         KDTreeFurthest(ids, bad, labels)
     for kwargs, culprit in [
         ({"leaf_size": 0}, "leaf_size"),
+        ({"leaf_size": 2.5}, "leaf_size"),
         ({"fanout": 1}, "fanout"),
         ({"eps": -0.1}, "eps"),
         ({"eps": float("nan")}, "eps"),
@@ -148,6 +149,13 @@ def test_kdtree_rejects_bad_values_and_settings():
     ]:
         with pytest.raises(ValueError, match=culprit):
             KDTreeFurthest(ids, latents, labels, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [ExactFurthest, KDTreeFurthest])
+def test_empty_index_builds_and_knows_no_ids(cls):
+    index = cls(np.zeros(0, int), np.zeros((0, 4), np.float32), np.zeros(0, int))
+    with pytest.raises(KeyError, match="not in the index"):
+        index.furthest(0)
 
 
 def test_registry_names_the_kdtree():

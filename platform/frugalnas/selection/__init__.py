@@ -12,4 +12,5 @@ __all__ += [
     "SELECTORS", "EpochPlan", "Selector", "make_selector", "DynamicSelector",
     "FullData", "RandomSubset", "DynamicRandomSelector", "DDSSelector",
 ]
-from frugalnas.selection.kdtree import KDTreeFurthest  # noqa: E402,F401  (registers "kdtree")
+from frugalnas.selection.kdtree import KDTreeFurthest  # noqa: E402  (registers "kdtree")
+__all__ += ["KDTreeFurthest"]

@@ -27,8 +27,8 @@ Approximation knobs (all off by default = exact):
 
 Pruning weakens as the latent dimension grows (a node's box is split along only
 ~log2(N_class / leaf_size) of D axes, and the ball bound ``|q - c| + r`` overshoots the typical
-``sqrt(|q - c|^2 + r^2)``): at D = 32 exact mode opens about half the tree and is no faster than
-brute force, while the shell stays fast at high recall. ``benchmarks/furthest_neighbour.py``
+``sqrt(|q - c|^2 + r^2)``): at D = 32 exact mode opens about half the tree and is at best ~2x
+faster than brute force, while the shell stays fast at high recall. ``benchmarks/furthest_neighbour.py``
 measures all of this (results in ``benchmarks/results/furthest_neighbour.md``).
 """
 from __future__ import annotations
@@ -39,6 +39,11 @@ from collections.abc import Collection
 import numpy as np
 
 from frugalnas.selection.furthest import FURTHEST_INDEXES, FurthestIndex, squared_distances
+
+
+def _check_int(name: str, value, minimum: int, extra: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}")
 
 
 @FURTHEST_INDEXES.register("kdtree")
@@ -56,10 +61,8 @@ class KDTreeFurthest(FurthestIndex):
     def __init__(self, ids, latents, labels, leaf_size: int = 128, fanout: int = 16,
                  max_leaves: int | None = None, eps: float = 0.0, candidates: int = 0):
         super().__init__(ids, latents, labels)
-        if int(leaf_size) < 1:
-            raise ValueError(f"leaf_size must be a positive integer, got {leaf_size!r}")
-        if int(fanout) < 2:
-            raise ValueError(f"fanout must be an integer >= 2, got {fanout!r}")
+        _check_int("leaf_size", leaf_size, minimum=1)
+        _check_int("fanout", fanout, minimum=2)
         bad = np.flatnonzero(~np.isfinite(self.latents).all(axis=1))
         if len(bad):
             raise ValueError(f"latents of {len(bad)} images are not finite (NaN/inf), e.g. image "
@@ -76,12 +79,9 @@ class KDTreeFurthest(FurthestIndex):
                           candidates: int = 0) -> None:
         """Change the search's speed/recall trade-off without rebuilding the tree
         (``max_leaves=None, eps=0`` is exact, whatever ``candidates`` is)."""
-        for name, value in (("max_leaves", max_leaves), ("candidates", candidates)):
-            if value is None and name == "max_leaves":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0"
-                                 f"{' or None' if name == 'max_leaves' else ''}, got {value!r}")
+        if max_leaves is not None:
+            _check_int("max_leaves", max_leaves, minimum=0, extra=" or None")
+        _check_int("candidates", candidates, minimum=0)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         self.max_leaves = None if max_leaves is None else int(max_leaves)
@@ -134,8 +134,11 @@ class KDTreeFurthest(FurthestIndex):
                 for a, b in parts:
                     todo.append(new_node(s + a, s + b))
 
-        self._lo, self._hi = np.stack(lo), np.stack(hi)
-        self._centre, self._radius = np.stack(centre), np.asarray(radius)
+        dim = pts.shape[1]
+        self._lo = np.asarray(lo, dtype=np.float64).reshape(-1, dim)
+        self._hi = np.asarray(hi, dtype=np.float64).reshape(-1, dim)
+        self._centre = np.asarray(centre, dtype=np.float64).reshape(-1, dim)
+        self._radius = np.asarray(radius, dtype=np.float64)
         # Topology stays in Python lists: the query loop indexes them one node at a time, and
         # list look-ups of Python ints are several times cheaper than numpy scalar indexing.
         self._start, self._end = starts, ends
