@@ -6,7 +6,7 @@ is allowed. ``load_config(path, overrides=["search.budget=10"])`` applies ``--se
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -65,9 +65,15 @@ class TrainConfig(Section):
 
 
 class ResourcesConfig(Section):
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, description="data-parallel Ray Train workers (gradient-based search)")
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent_trials: Optional[int] = Field(None, ge=1, description="default: as many as the CPUs allow; "
+                                                 "1 makes a search exactly reproducible")
+
+
+class OutputConfig(Section):
+    dir: Optional[str] = Field(None, description="default: runs/<name>")
 
 
 class TrackingConfig(Section):
@@ -81,11 +87,20 @@ class ExperimentConfig(Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    space: str = "nb201"
+    space: Union[str, dict[str, Any]] = Field(
+        "nb201", description="a built-in space name or YAML path, or {name: ..., <settings to override>}")
     search: SearchConfig = Field(default_factory=SearchConfig)
     final: TrainConfig = Field(default_factory=TrainConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def space_spec(self) -> tuple[str, dict]:
+        """(built-in name or YAML path, settings overriding that file's)."""
+        if isinstance(self.space, str):
+            return self.space, {}
+        settings = dict(self.space)
+        return settings.pop("name", "nb201"), settings
 
 
 def _allowed(model: type[BaseModel], loc: tuple) -> str:
@@ -135,9 +150,22 @@ def parse_config(data: Any, source: str = "<config>", overrides: list[str] | tup
     for assignment in overrides:
         apply_override(data, assignment)
     try:
-        return ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
+    _check_references(config, source)
+    return config
+
+
+def _check_references(config: ExperimentConfig, source: str) -> None:
+    """Names that point into registries and files: the space (and its settings)."""
+    from frugalnas.spaces import load_space
+
+    name, overrides = config.space_spec()
+    try:
+        load_space(name, overrides or None)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: space: {error}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:

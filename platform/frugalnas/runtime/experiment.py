@@ -1,0 +1,177 @@
+"""``frugalnas run``: one experiment end to end.
+
+ingest (if needed) -> embed (if the selector needs it) -> search -> derive the best architecture ->
+retrain it from scratch on the full training split -> test accuracy -> ``OUT/summary.json``.
+
+The search engine depends on the strategy: ask/tell strategies run as a Ray Tune search (one trial
+per candidate); gradient-based strategies (``darts``) train a supernet under Ray Train.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from frugalnas.config import ExperimentConfig
+from frugalnas.data import ingest, open_dataset
+from frugalnas.data.torch_dataset import ImageSplit
+from frugalnas.errors import ConfigError
+from frugalnas.selection import make_selector
+from frugalnas.selection.factory import needs_latents
+from frugalnas.spaces import load_space
+from frugalnas.train.classify import TrainSettings, evaluate, train_with_selector
+
+Log = Callable[[str], None]
+CARD_SETTINGS = ("source", "codec", "quality", "seed", "val_fraction", "test_fraction", "task")
+
+
+def output_dir(config: ExperimentConfig, out: str | Path | None) -> Path:
+    return Path(out or config.output.dir or Path("runs") / config.name).expanduser().resolve()
+
+
+def ensure_ray(log: Log) -> None:
+    """Connect to the cluster in RAY_ADDRESS (``ray job submit`` sets it) or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        log(f"connected to the Ray cluster at {os.environ['RAY_ADDRESS']}")
+    else:
+        ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+
+
+def prepare_dataset(config: ExperimentConfig, out: Path, log: Log) -> Path:
+    """The ingested dataset for the config: reused when its card matches the settings."""
+    settings = config.dataset
+    folder = Path(settings.path).expanduser().resolve() if settings.path else out / "dataset"
+    wanted = {"source": settings.source, "codec": settings.codec, "seed": config.seed, "task": settings.task}
+    card_path = folder / "dataset.json"
+    if card_path.exists():
+        card = json.loads(card_path.read_text())
+        from frugalnas.data.codecs import make_codec
+
+        codec = make_codec(settings.codec, settings.quality)
+        same = (card["source"] == settings.source and card["codec"] == settings.codec
+                and card["quality"] == codec.quality and card["seed"] == config.seed
+                and (settings.image_size is None or card["image_size"] == settings.image_size)
+                and (settings.task is None or card["task"] == settings.task))
+        if same:
+            log(f"dataset: reusing {folder}")
+            return folder
+        if settings.path:
+            raise ConfigError(f"dataset.path {folder} holds a dataset ingested with other settings "
+                              f"({ {k: card.get(k) for k in CARD_SETTINGS} }); wanted {wanted}: "
+                              "point dataset.path elsewhere or delete it")
+    log(f"dataset: ingesting {settings.source} ({settings.codec}) into {folder}")
+    ingest(settings.source, folder, codec=settings.codec, quality=settings.quality, image_size=settings.image_size,
+           val_fraction=settings.val_fraction, test_fraction=settings.test_fraction, seed=config.seed,
+           task=settings.task, overwrite=True)
+    return folder
+
+
+def autoencoder_size(image_size: int | None) -> int:
+    """The autoencoder input: the next power of two >= the stored size, between 8 and 64."""
+    size = 8
+    while size < min(64, image_size or 32):
+        size *= 2
+    return size
+
+
+def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> dict | None:
+    if not needs_latents(config.selection.policy):
+        return None
+    from frugalnas.train.fixed import ensure_embedding
+
+    settings = config.embedding
+    size = settings.image_size or autoencoder_size(open_dataset(dataset_dir).card["image_size"])
+    log(f"embedding: {settings.kind} autoencoder, latent {settings.latent_dim}, {settings.epochs} epochs, {size}px")
+    report = ensure_embedding(dataset_dir, kind=settings.kind, latent_dim=settings.latent_dim, epochs=settings.epochs,
+                              image_size=size, seed=config.seed,
+                              progress=lambda i: log(f"  autoencoder epoch {i['epoch']}/{i['epochs']} loss {i['loss']:.4f}"))
+    log(f"embedding: label agreement of 5 nearest neighbours {report['knn_agreement']['5']:.3f} "
+        f"(raw pixels {report['pixel_knn_agreement']['5']:.3f})")
+    return report
+
+
+def retrain_final(config: ExperimentConfig, space, arch, dataset_dir: Path, log: Log) -> dict:
+    """Train the derived architecture from scratch on the full training split; test accuracy."""
+    dataset = open_dataset(dataset_dir)
+    train_data, test_data = ImageSplit(dataset, "train"), ImageSplit(dataset, "test")
+    settings = TrainSettings(epochs=config.final.epochs, batch_size=config.final.batch_size, lr=config.final.lr,
+                             seed=config.seed)
+    torch.manual_seed(config.seed)
+    model = space.build(arch, len(dataset.classes), dataset.channels)
+    selector = make_selector("full", train_data.ids, train_data.labels, seed=config.seed)
+    started = time.perf_counter()
+    train_with_selector(model, train_data, selector, settings, progress=lambda r: (r.epoch + 1) % 5 == 0 and log(
+        f"  final epoch {r.epoch + 1}/{settings.epochs}: train acc {r.train_accuracy:.3f}"))
+    return {"final_test_accuracy": evaluate(model, test_data), "final_params": sum(p.numel() for p in model.parameters()),
+            "final_epochs": settings.epochs, "final_images_processed": selector.images_processed,
+            "final_wall_seconds": round(time.perf_counter() - started, 3), "model": model}
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, resume: bool = False,
+                   log: Log = print) -> dict:
+    """Run the whole experiment; returns the summary (also written to ``OUT/summary.json``)."""
+    from frugalnas.runtime.search_engines import SEARCH_ENGINES, engine_for
+
+    started = time.perf_counter()
+    out = output_dir(config, out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    dataset_dir = prepare_dataset(config, out, log)
+    card = open_dataset(dataset_dir).card
+    if "val" not in card["splits"]:
+        raise ConfigError(f"the search scores candidates on a val split, and {dataset_dir} has none: "
+                          "set dataset.val_fraction > 0")
+    embedding = prepare_embedding(config, dataset_dir, log)
+    name, overrides = config.space_spec()
+    space = load_space(name, overrides or None)
+    engine = engine_for(config.search.strategy)
+    ensure_ray(log)
+    log(f"search: {config.search.strategy} ({engine}) over {name}, selection {config.selection.policy}, "
+        f"budget {config.search.budget}")
+    search = SEARCH_ENGINES.get(engine)(config=config, space=space, dataset_dir=dataset_dir, out=out,
+                                        latents_path=embedding and embedding["path"], resume=resume, log=log)
+    best = space.parse(search["best_arch"])
+    log(f"best architecture: {search['best_arch']}")
+    log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
+    final = retrain_final(config, space, best, dataset_dir, log)
+    model = final.pop("model")
+    torch.save(model.state_dict(), out / "final_model.pt")
+    summary = {
+        "experiment": config.name,
+        "strategy": config.search.strategy,
+        "selection": config.selection.policy,
+        "space": name,
+        "best_arch": search["best_arch"],
+        "search_images_processed": int(search["images_processed"]),
+        "search_wall_seconds": round(search["wall_seconds"], 3),
+        **final,
+        "total_wall_seconds": round(time.perf_counter() - started, 3),
+        "dataset": {"path": str(dataset_dir), "name": card["name"], "splits": card["splits"], "codec": card["codec"],
+                    "quality": card["quality"]},
+        "embedding": embedding and {k: embedding[k] for k in ("kind", "latent_dim", "knn_agreement",
+                                                               "pixel_knn_agreement", "path")},
+        "output_dir": str(out),
+        **{k: v for k, v in search.items() if k not in ("best_arch", "images_processed", "wall_seconds")},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    return summary
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,113 @@
+"""Search engines by kind: ask/tell strategies run as a Ray Tune search, gradient-based ones
+(DARTS) train a supernet under Ray Train. Each engine returns a dict with at least ``best_arch``,
+``images_processed`` and ``wall_seconds``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from frugalnas.registry import Registry
+
+SEARCH_ENGINES: Registry[Callable[..., dict]] = Registry("search engine")
+GRADIENT_STRATEGIES = ("darts", "darts-2nd")
+
+
+def engine_for(strategy: str) -> str:
+    return "ray-train" if strategy in GRADIENT_STRATEGIES else "tune"
+
+
+def trial_table(results, metric: str = "accuracy") -> list[dict]:
+    """One row per Tune trial: its architecture and last reported metrics, best first."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        rows.append({
+            "arch": result.config.get("arch"),
+            "accuracy": metrics.get(metric),
+            "params": metrics.get("params"),
+            "flops": metrics.get("flops"),
+            "images_processed": metrics.get("images_processed", 0),
+            "subset_updates": metrics.get("subset_updates", 0),
+            "epochs": metrics.get("epoch", 0),
+            "seconds": metrics.get("seconds"),
+            "error": None if result.error is None else str(result.error).splitlines()[0][:300],
+        })
+    return sorted(rows, key=lambda r: -1 if r["accuracy"] is None else -r["accuracy"])
+
+
+@SEARCH_ENGINES.register("tune")
+def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: str | None, resume: bool,
+                log: Callable[[str], None]) -> dict:
+    import os
+
+    from ray import tune
+
+    from frugalnas.data.store import open_dataset
+    from frugalnas.runtime.candidates import CandidateContext, candidate_metrics, train_candidate
+    from frugalnas.runtime.tune_search import StrategySearcher, make_tuner, restore_tuner
+    from frugalnas.strategies import make_strategy
+
+    card = open_dataset(dataset_dir).card
+    num_classes, channels, image_size = len(card["classes"]), card["channels"], card["image_size"] or 32
+    name, overrides = config.space_spec()
+    strategy = make_strategy(
+        config.search.strategy, space, seed=config.seed, objectives=config.search.objectives,
+        constraints=config.search.constraints or None,
+        metrics_fn=lambda arch: candidate_metrics(space, arch, num_classes, channels, image_size))
+    searcher = StrategySearcher(strategy, space, budget=config.search.budget)
+    selection = config.selection.model_dump()
+    context = CandidateContext(
+        dataset_dir=str(dataset_dir), space={"name": name, **overrides} if overrides else name,
+        selection=selection, latents_path=latents_path,
+        train={"epochs": config.search.epochs_per_candidate, "batch_size": config.final.batch_size,
+               "lr": config.final.lr, "seed": config.seed})
+    if isinstance(context.space, dict):
+        from frugalnas.spaces.loader import resolve_space_path
+        import yaml
+
+        spec = dict(context.space)
+        base = yaml.safe_load(resolve_space_path(spec.pop("name")).read_text())
+        from frugalnas.spaces.loader import _merge
+
+        context.space = _merge(base, spec)
+    elif not Path(str(context.space)).suffix == "":
+        context.space = str(Path(context.space).resolve())
+    trainable = tune.with_parameters(train_candidate, context=context)
+    storage, run_name = str(out / "tune"), "search"
+    cpus = config.resources.cpus_per_trial
+    import ray
+
+    capacity = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+    max_concurrent = config.resources.max_concurrent_trials or capacity
+    started = time.perf_counter()
+    experiment_path = os.path.join(storage, run_name)
+    if resume and tune.Tuner.can_restore(experiment_path):
+        log(f"search: resuming {experiment_path}")
+        tuner = restore_tuner(experiment_path, trainable, cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial)
+    else:
+        tuner = make_tuner(trainable, searcher, scheduler=config.search.scheduler,
+                           epochs_per_candidate=config.search.epochs_per_candidate, max_concurrent=max_concurrent,
+                           cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial, storage_path=storage,
+                           name=run_name)
+    results = tuner.fit()
+    trials = trial_table(results)
+    finished = [t for t in trials if t["accuracy"] is not None]
+    if not finished:
+        errors = "; ".join(t["error"] or "no result" for t in trials[:3])
+        raise RuntimeError(f"no candidate finished training ({len(trials)} trials): {errors}")
+    front = [{"arch": str(arch), **{k: v for k, v in result.items() if k in ("accuracy", "params", "flops")}}
+             for arch, result in strategy_front(results, space, config)]
+    return {"best_arch": finished[0]["arch"], "images_processed": sum(t["images_processed"] or 0 for t in trials),
+            "wall_seconds": time.perf_counter() - started, "trials": trials, "pareto_front": front,
+            "search_engine": "tune", "scheduler": config.search.scheduler, "max_concurrent_trials": max_concurrent}
+
+
+def strategy_front(results, space, config) -> list:
+    """The Pareto front over the objectives of the trials' final metrics (single objective: empty)."""
+    if len(config.search.objectives) < 2:
+        return []
+    from frugalnas.strategies.pareto import pareto_front
+
+    told = [(space.parse(r.config["arch"]), r.metrics) for r in results if r.metrics and "accuracy" in r.metrics]
+    return pareto_front(told, config.search.objectives)
