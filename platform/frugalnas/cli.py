@@ -245,6 +245,48 @@ def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs
 
 
 @cli.command()
+@click.argument("config", type=click.Path())
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder [default: runs/<name>].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in the same output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json as one JSON object on the last line.")
+@user_errors
+def run(config, overrides, out, resume, as_json):
+    """Run the experiment in CONFIG (YAML): ingest, embed, search, derive, retrain, report.
+
+    Writes OUT/summary.json (best architecture, search cost, final test accuracy, every trial).
+    """
+    from frugalnas.config import load_config
+    from frugalnas.runtime.experiment import run_experiment
+
+    experiment = load_config(config, overrides)
+
+    def log(message):
+        click.echo(message, err=True)
+
+    summary = run_experiment(experiment, out, resume=resume, log=log)
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    trials = summary.get("trials") or []
+    if trials:
+        click.echo(f"leaderboard ({len(trials)} candidates, best first):")
+        click.echo(f"  {'val acc':>7s} {'params':>9s} {'images':>9s}  architecture")
+        for trial in trials[:10]:
+            accuracy = "-" if trial["accuracy"] is None else f"{trial['accuracy']:.4f}"
+            click.echo(f"  {accuracy:>7s} {trial['params'] or 0:9,d} {trial['images_processed'] or 0:9,d}  {trial['arch']}")
+    click.echo(f"best architecture: {summary['best_arch']}")
+    click.echo(f"search: {summary['search_images_processed']:,} images processed in {summary['search_wall_seconds']:.1f}s "
+               f"({summary['strategy']}, selection {summary['selection']})")
+    click.echo(f"final: test accuracy {summary['final_test_accuracy']:.4f}, {summary['final_params']:,} parameters")
+    click.echo(f"outputs in {summary['output_dir']} (summary.json, final_model.pt)")
+
+
+@cli.command()
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--epochs", type=int, default=30, show_default=True, help="Training epochs per selector.")
 @click.option("--subset-size", type=int, default=100, show_default=True)

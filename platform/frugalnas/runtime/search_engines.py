@@ -89,7 +89,7 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
         tuner = make_tuner(trainable, searcher, scheduler=config.search.scheduler,
                            epochs_per_candidate=config.search.epochs_per_candidate, max_concurrent=max_concurrent,
                            cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial, storage_path=storage,
-                           name=run_name)
+                           name=run_name, log=log)
     results = tuner.fit()
     trials = trial_table(results)
     finished = [t for t in trials if t["accuracy"] is not None]
@@ -107,7 +107,8 @@ def strategy_front(results, space, config) -> list:
     """The Pareto front over the objectives of the trials' final metrics (single objective: empty)."""
     if len(config.search.objectives) < 2:
         return []
+    from frugalnas.runtime.tune_search import numeric
     from frugalnas.strategies.pareto import pareto_front
 
-    told = [(space.parse(r.config["arch"]), r.metrics) for r in results if r.metrics and "accuracy" in r.metrics]
+    told = [(space.parse(r.config["arch"]), numeric(r.metrics)) for r in results if r.metrics and "accuracy" in r.metrics]
     return pareto_front(told, config.search.objectives)

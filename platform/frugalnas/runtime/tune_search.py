@@ -23,6 +23,11 @@ SCHEDULERS.register("hyperband")(lambda max_t: HyperBandScheduler(time_attr="tra
                                                                   reduction_factor=2))
 
 
+def numeric(metrics: dict) -> dict:
+    """The numeric metrics of a Tune result (drops config, strings, booleans)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class StrategySearcher(Searcher):
     """Ray Tune ``Searcher`` over a frugalnas strategy: suggests ``{"arch": canonical string}``.
 
@@ -56,7 +61,7 @@ class StrategySearcher(Searcher):
         if error or not result or self.metric not in result:
             self.failed += 1
             return
-        metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = numeric(result)
         self.strategy.tell(self.space.parse(arch), metrics)
         self.told.append((arch, metrics))
 
@@ -78,9 +83,28 @@ class StrategySearcher(Searcher):
             self.set_state(pickle.load(handle))
 
 
+class TrialProgress(tune.Callback):
+    """One line per finished candidate, instead of Tune's status tables."""
+
+    def __init__(self, log: Callable[[str], None], budget: int):
+        self.log, self.budget, self.finished = log, budget, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finished += 1
+        result = trial.last_result or {}
+        accuracy = result.get("accuracy")
+        shown = "-" if accuracy is None else f"{accuracy:.4f}"
+        self.log(f"  candidate {self.finished}/{self.budget}: val acc {shown} after {result.get('epoch', 0)} epoch(s), "
+                 f"{result.get('images_processed', 0)} images, {result.get('params', 0):,} params  {trial.config.get('arch')}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.finished += 1
+        self.log(f"  candidate {self.finished}/{self.budget} failed: {trial.config.get('arch')} ({trial.error_file})")
+
+
 def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_per_candidate: int,
                max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, storage_path: str,
-               name: str, verbose: int = 1) -> tune.Tuner:
+               name: str, log: Callable[[str], None] | None = None) -> tune.Tuner:
     """A Tuner running ``trainable`` over the searcher's suggestions with the named scheduler."""
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     return tune.Tuner(
@@ -89,7 +113,8 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
             scheduler=SCHEDULERS.get(scheduler)(epochs_per_candidate),
             num_samples=searcher.budget, metric=searcher.metric, mode=searcher.mode),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=verbose,
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                  callbacks=[TrialProgress(log, searcher.budget)] if log else [],
                                   failure_config=tune.FailureConfig(max_failures=2)),
     )
 

@@ -1,0 +1,71 @@
+"""End to end: `frugalnas run` with ask/tell strategies through Ray Tune (slow: real training)."""
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from frugalnas.cli import cli
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "dataset": {"source": "digits", "codec": "png", "val_fraction": 0.15},
+    "embedding": {"kind": "triplet", "latent_dim": 4, "epochs": 1, "image_size": 8},
+    "selection": {"policy": "dds", "subset_size": 60, "warmup_epochs": 1, "mastery": 0.3, "index": "exact"},
+    "space": {"name": "nb201", "network": {"channels": 4, "cells_per_stage": 1, "stages": 2}},
+    "search": {"strategy": "evolution", "budget": 4, "scheduler": "fifo", "epochs_per_candidate": 2},
+    "final": {"epochs": 1},
+    "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
+}
+
+
+def run_config(tmp_path, config, *extra):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out"), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1]), result
+
+
+@pytest.mark.slow
+def test_run_evolution_with_dds_through_tune(tmp_path, ray_session):
+    summary, result = run_config(tmp_path, TINY)
+    for key in ("experiment", "strategy", "selection", "space", "best_arch", "search_images_processed",
+                "search_wall_seconds", "final_test_accuracy", "final_params"):
+        assert key in summary
+    assert summary["strategy"] == "evolution" and summary["selection"] == "dds"
+    trials = summary["trials"]
+    assert len(trials) == 4 and len({t["arch"] for t in trials}) == 4
+    # dds trains at most subset_size images per epoch of each candidate
+    assert all(0 < t["images_processed"] <= 60 * 2 for t in trials)
+    assert summary["search_images_processed"] == sum(t["images_processed"] for t in trials)
+    assert summary["best_arch"] == max(trials, key=lambda t: t["accuracy"])["arch"]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["best_arch"] == summary["best_arch"]
+    assert "candidate 4/4" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["asha", "hyperband"])
+def test_schedulers_stop_or_pause_candidates_early(tmp_path, ray_session, scheduler):
+    config = {**TINY, "selection": {"policy": "random", "subset_size": 60},
+              "search": {"strategy": "random", "budget": 6, "scheduler": scheduler, "epochs_per_candidate": 4},
+              "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2}}
+    summary, _ = run_config(tmp_path, config)
+    epochs = [t["epochs"] for t in summary["trials"]]
+    assert len(epochs) == 6 and max(epochs) == 4
+    if scheduler == "asha":
+        assert min(epochs) < 4  # some poor candidates were stopped early
+
+
+@pytest.mark.slow
+def test_multi_objective_gives_a_pareto_front(tmp_path, ray_session):
+    config = {**TINY, "selection": {"policy": "random", "subset_size": 60},
+              "search": {"strategy": "optuna-nsga2", "budget": 5, "scheduler": "fifo", "epochs_per_candidate": 1,
+                         "objectives": ["accuracy", "-params"], "constraints": {"max_params": 20000}}}
+    summary, _ = run_config(tmp_path, config)
+    front = summary["pareto_front"]
+    assert front and all(t["params"] <= 20000 for t in summary["trials"])
+    for a in front:
+        assert not any(b["accuracy"] >= a["accuracy"] and b["params"] <= a["params"]
+                       and (b["accuracy"] > a["accuracy"] or b["params"] < a["params"]) for b in front)
