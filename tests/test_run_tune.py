@@ -69,3 +69,47 @@ def test_multi_objective_gives_a_pareto_front(tmp_path, ray_session):
     for a in front:
         assert not any(b["accuracy"] >= a["accuracy"] and b["params"] <= a["params"]
                        and (b["accuracy"] > a["accuracy"] or b["params"] < a["params"]) for b in front)
+
+
+@pytest.mark.slow
+def test_interrupted_search_resumes_without_repeating_and_matches_uninterrupted(tmp_path):
+    """Ctrl+C after two candidates, then `--resume`: same trials as a run never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = {**TINY, "selection": {"policy": "random", "subset_size": 60},
+              "search": {"strategy": "evolution", "budget": 5, "scheduler": "fifo", "epochs_per_candidate": 2}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "frugalnas.cli", "run", str(path), "--json"]
+
+    straight = subprocess.run(command + ["--out", str(tmp_path / "straight")], capture_output=True, text=True, env=env,
+                              timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    interrupted = subprocess.Popen(command + ["--out", str(tmp_path / "resumed")], stderr=subprocess.PIPE, text=True,
+                                   env=env, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    for line in interrupted.stderr:
+        if "candidate 2/5" in line or time.time() > deadline:
+            break
+    interrupted.send_signal(signal.SIGINT)  # what Ctrl+C does: Tune saves its state and stops
+    interrupted.wait(timeout=300)
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+
+    resumed = subprocess.run(command + ["--out", str(tmp_path / "resumed"), "--resume"], capture_output=True,
+                             text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stderr
+    a = json.loads(straight.stdout.strip().splitlines()[-1])
+    b = json.loads(resumed.stdout.strip().splitlines()[-1])
+    archs_a = sorted(t["arch"] for t in a["trials"])
+    archs_b = sorted(t["arch"] for t in b["trials"])
+    assert len(archs_b) == len(set(archs_b)) == 5  # nothing proposed twice because of the restart
+    assert archs_a == archs_b
+    assert a["best_arch"] == b["best_arch"]
+    assert {t["arch"]: t["accuracy"] for t in a["trials"]} == {t["arch"]: t["accuracy"] for t in b["trials"]}

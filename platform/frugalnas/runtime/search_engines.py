@@ -7,10 +7,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from frugalnas.errors import FrugalError
 from frugalnas.registry import Registry
 
 SEARCH_ENGINES: Registry[Callable[..., dict]] = Registry("search engine")
 GRADIENT_STRATEGIES = ("darts", "darts-2nd")
+
+
+class SearchInterrupted(FrugalError):
+    """The search stopped before its budget was spent (Ctrl+C, a lost cluster); it can be resumed."""
 
 
 def engine_for(strategy: str) -> str:
@@ -91,6 +96,11 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
                            cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial, storage_path=storage,
                            name=run_name, log=log)
     results = tuner.fit()
+    finished_trials = results.num_terminated + results.num_errors
+    if finished_trials < len(results) or len(results) < min(config.search.budget, space.size()):
+        raise SearchInterrupted(
+            f"search stopped after {finished_trials} of {config.search.budget} candidates; its state is saved in "
+            f"{experiment_path}: continue it with the same command plus --resume")
     trials = trial_table(results)
     finished = [t for t in trials if t["accuracy"] is not None]
     if not finished:
