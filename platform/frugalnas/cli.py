@@ -331,6 +331,16 @@ def demo(out, epochs, subset_size):
     click.echo(f"outputs in {out.resolve()} (dataset/, dataset/embeddings/, demo.json)")
 
 
+def _attach_commands() -> None:
+    """Commands defined next to their feature (they import helpers from this module)."""
+    from frugalnas.strategies.cli_bench import bench_searchers_command
+
+    cli.add_command(bench_searchers_command)
+
+
+_attach_commands()
+
+
 def main() -> None:
     cli(prog_name="frugalnas")
 

@@ -56,6 +56,7 @@ class SearchConfig(Section):
     epochs_per_candidate: int = Field(4, ge=1)
     objectives: list[str] = Field(default_factory=lambda: ["accuracy"])
     constraints: dict[str, float] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="strategy settings, e.g. population_size")
 
 
 class TrainConfig(Section):

@@ -168,21 +168,25 @@ def _space_settings(space: CellSpace | str | Path | Mapping[str, Any]) -> dict:
     return space.config.model_dump(mode="json")
 
 
-def _latents_path(dataset_dir: Path, selection: dict, seed: int) -> str | None:
-    """The latents file dds needs: ``selection['latents']`` (a path), or the embedding described
-    by ``selection['embedding']`` (trained once, on the driver, if it is not saved yet)."""
+def resolve_latents(dataset_dir: str | Path, selection: Mapping[str, Any], seed: int = 0) -> tuple[dict, str | None]:
+    """(selector settings, latents file) for ``selection``.
+
+    dds needs latents: ``selection['latents']`` names a file, or ``selection['embedding']``
+    describes the autoencoder (trained once, here on the driver, unless a saved embedding with
+    those settings exists next to the dataset). Other policies need none (None)."""
+    selection = dict(selection)
     latents, embedding = selection.pop("latents", None), selection.pop("embedding", None)
     if not needs_latents(selection.get("policy", "dds")):
-        return None
+        return selection, None
     if latents is not None:
         path = Path(latents).expanduser().resolve()
         if not path.exists():
             raise DataError(f"selection.latents: file {path} does not exist")
-        return str(path)
+        return selection, str(path)
     from frugalnas.train.fixed import ensure_embedding
 
     embedding = {"kind": "triplet", "latent_dim": 16, "epochs": 10, "image_size": 32, **(embedding or {})}
-    return str(Path(ensure_embedding(dataset_dir, seed=seed, **embedding)["path"]).resolve())
+    return selection, str(Path(ensure_embedding(dataset_dir, seed=seed, **embedding)["path"]).resolve())
 
 
 def run_darts_search(dataset_dir: str | Path, space: CellSpace | str | Path | Mapping[str, Any],
@@ -226,8 +230,7 @@ def run_darts_search(dataset_dir: str | Path, space: CellSpace | str | Path | Ma
     if not resume and (storage / name).exists():
         hint = "pass resume=True to continue it" if has_checkpoint else f"delete {storage / name}"
         raise ConfigError(f"run {name!r} already exists in {storage}: {hint}, or choose another name")
-    selection = dict(selection)
-    latents = _latents_path(dataset.root, selection, settings.seed)
+    selection, latents = resolve_latents(dataset.root, selection, settings.seed)
     use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
     config = {
         "dataset_dir": str(dataset.root),

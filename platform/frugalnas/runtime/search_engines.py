@@ -59,7 +59,8 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
     strategy = make_strategy(
         config.search.strategy, space, seed=config.seed, objectives=config.search.objectives,
         constraints=config.search.constraints or None,
-        metrics_fn=lambda arch: candidate_metrics(space, arch, num_classes, channels, image_size))
+        metrics_fn=lambda arch: candidate_metrics(space, arch, num_classes, channels, image_size),
+        **config.search.params)
     searcher = StrategySearcher(strategy, space, budget=config.search.budget)
     selection = config.selection.model_dump()
     context = CandidateContext(

@@ -29,7 +29,8 @@ def numeric(metrics: dict) -> dict:
 
 
 class StrategySearcher(Searcher):
-    """Ray Tune ``Searcher`` over a frugalnas strategy: suggests ``{"arch": canonical string}``.
+    """Ray Tune ``Searcher`` over a frugalnas strategy: suggests ``{"arch": canonical string,
+    "suggestion": n}`` (n: the proposal's 1-based position, which orders trials).
 
     ``budget`` architectures are proposed at most; a trial's last reported result is told to the
     strategy when it completes (early-stopped trials tell what they reached). Failed trials are told
@@ -52,7 +53,7 @@ class StrategySearcher(Searcher):
             return Searcher.FINISHED
         self.suggested += 1
         self.live[trial_id] = str(arch)
-        return {"arch": str(arch)}
+        return {"arch": str(arch), "suggestion": self.suggested}  # 1-based proposal order
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         arch = self.live.pop(trial_id, None)
@@ -60,6 +61,7 @@ class StrategySearcher(Searcher):
             return
         if error or not result or self.metric not in result:
             self.failed += 1
+            self.strategy.tell(self.space.parse(arch), None)  # recorded as failed: never proposed again
             return
         metrics = numeric(result)
         self.strategy.tell(self.space.parse(arch), metrics)

@@ -1,0 +1,639 @@
+"""Data selection engine: test accuracy against images processed for full / random / dynamic-random / dds.
+
+    nice -n 10 .venv/bin/python benchmarks/selection.py                      # digits + CIFAR-10, ~30 min
+    nice -n 10 .venv/bin/python benchmarks/selection.py --dataset digits     # ~3 min
+    nice -n 10 .venv/bin/python benchmarks/selection.py --quick              # smoke test, ~3 min
+
+What runs (all settings are in SETTINGS below and are written into the results):
+
+* Data, ingested once into a work folder outside the repository (``--work``, default
+  /tmp/frugalnas-selection): ``digits`` (scikit-learn's real 8x8 digits, stored as PNG and upsampled
+  to 16x16 at ingest, 1,294 train / 359 test images) and the real CIFAR-10 (``folder:`` the JPEG
+  tree from :func:`common.cifar10_folder`, re-encoded JPEG q75 at 32x32, no val split carved, so
+  50,000 train / 10,000 test).
+* The same network (``baseline:cnn``) and the same training settings (SGD, lr 0.05, cosine,
+  batch 64, the library defaults of :class:`TrainSettings`) for every selector; the same epoch
+  budget for every subset selector. ``dynamic-random`` and ``dds`` spend some of those epochs on
+  subset updates (no training), so they process fewer images: compare at equal images processed
+  through the curves and the ``random @ matched images`` control (a static random subset trained
+  for exactly as many images as that seed's dds run).
+* Seeds: a run's seed fixes the network initialisation, the initial class-balanced subset (the same
+  for random, dynamic-random and dds at a given seed) and the batch order, so differences between
+  selectors at one seed are paired.
+* dds uses one autoencoder per dataset (seed 0) for all training seeds. Embeddings compared:
+  ``triplet`` and ``plain`` (trained) and an untrained autoencoder (epochs 0), each reported with
+  its knn label agreement (k = 5, 10, held-out test split, against raw pixels) and the dds test
+  accuracy it gives.
+* Investigations of why dds does or does not beat the random controls: the learning-rate restart
+  after every subset update (off vs on), a higher mastery threshold (fewer updates), BatchNorm
+  statistics re-estimated on a random subset instead of the last (dds-chosen) one, and what the
+  furthest neighbours are: how often the same images come back, where they lie in their class
+  (distance to the class centroid in latent space) and how typical they are (a full-data model's
+  probability of the true label; on digits also the label agreement of their raw-pixel neighbours).
+
+The harness calls the library pieces ``frugalnas train`` uses (``build_arch``,
+``selector_from_settings``, ``train_with_selector``, ``evaluate``; embeddings through
+``ensure_embedding``) but decodes each dataset once per process instead of once per run; on digits
+it checks that one run matches ``train_fixed`` exactly. Test accuracy is on the whole test split;
+the per-epoch curves use the whole test split on digits and a fixed class-balanced 2,000 of it on
+CIFAR-10 (to keep evaluation affordable). ``train_s`` is the time of the training and update epochs
+(no curve evaluation); it is wall time on a shared 2-core machine, so it is noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, cifar10_folder, machine, write_results  # noqa: E402
+
+from frugalnas.data import ingest, open_dataset  # noqa: E402
+from frugalnas.data.torch_dataset import ImageSplit  # noqa: E402
+from frugalnas.embed import load_latents  # noqa: E402
+from frugalnas.selection.base import balanced_subset  # noqa: E402
+from frugalnas.selection.factory import needs_latents, selector_from_settings  # noqa: E402
+from frugalnas.train.classify import TrainSettings, evaluate, recalibrate_batchnorm, train_epoch, train_with_selector  # noqa: E402
+from frugalnas.train.fixed import ensure_embedding, train_fixed  # noqa: E402
+from frugalnas.train.models import build_arch  # noqa: E402
+
+ARCH = "baseline:cnn"
+SELECTORS = ("full", "random", "dynamic-random", "dds")
+# DDS defaults of `frugalnas train` (and of the published runs): hardness 0.9, mastery 0.6, warm-up 5
+DYNAMIC = {"hardness": 0.9, "mastery": 0.6, "warmup_epochs": 5, "curriculum_stages": 0}
+EMBED_SEED = 0
+
+SETTINGS = {
+    "digits": {
+        "ingest": {"codec": "png", "quality": None, "image_size": 16},
+        "subset_size": 100, "epochs": 30, "seeds": 5, "full_epochs": 30, "full_seeds": 5,
+        "eval_every": 1, "curve_images": None,  # None: the whole test split
+        "embeddings": {"triplet": ("triplet", 25), "plain": ("plain", 25), "untrained": ("plain", 0)},
+        "latent_dim": 8, "ae_image_size": 16, "variant_seeds": 5, "investigation_seeds": 5,
+    },
+    "cifar10": {
+        "ingest": {"codec": "jpeg", "quality": 75, "image_size": 32, "val_fraction": 0.0},
+        "subset_size": 1000, "epochs": 30, "seeds": 2, "full_epochs": 2, "full_seeds": 1,
+        "eval_every": 5, "curve_images": 2000,
+        # 16 px, 6 epochs: at 32 px one epoch over 20,000 images took 37-238 s on the loaded machine
+        "embeddings": {"triplet": ("triplet", 6), "plain": ("plain", 6), "untrained": ("plain", 0)},
+        "latent_dim": 32, "ae_image_size": 16, "variant_seeds": 1, "investigation_seeds": 1,
+    },
+}
+QUICK = {
+    "digits": {"epochs": 8, "seeds": 2, "full_epochs": 4, "full_seeds": 1, "variant_seeds": 1,
+               "investigation_seeds": 1,
+               "embeddings": {"triplet": ("triplet", 2), "plain": ("plain", 2), "untrained": ("plain", 0)}},
+    "cifar10": {"subset_size": 200, "epochs": 6, "seeds": 1, "full_epochs": 1, "full_seeds": 1, "eval_every": 2,
+                "curve_images": 500, "train_images": 5000, "test_images": 1000, "variant_seeds": 1,
+                "investigation_seeds": 1,
+                "embeddings": {"triplet": ("triplet", 1), "plain": ("plain", 1), "untrained": ("plain", 0)}},
+}
+
+
+def log(*parts) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data and embeddings
+
+
+def ensure_dataset(name: str, work: Path, settings: dict) -> Path:
+    """The ingested dataset folder, ingesting it only when no folder with these settings exists."""
+    opts = settings["ingest"]
+    out = work / f"{name}-{opts['codec']}{opts['quality'] or ''}-{opts['image_size']}px"
+    card_path = out / "dataset.json"
+    if card_path.exists():
+        card = json.loads(card_path.read_text())
+        kind = "digits" if name == "digits" else "folder:"
+        if (card["source"].startswith(kind) and card["codec"] == opts["codec"] and card["quality"] == opts["quality"]
+                and card["image_size"] == opts["image_size"]
+                and card["val_fraction"] == opts.get("val_fraction", 0.1)):
+            return out
+    spec = "digits" if name == "digits" else f"folder:{cifar10_folder(work)}"
+    log(f"ingesting {spec} -> {out}")
+    ingest(spec, out, codec=opts["codec"], quality=opts["quality"], image_size=opts["image_size"],
+           val_fraction=opts.get("val_fraction", 0.1), overwrite=True)
+    return out
+
+
+def stratified(ids: np.ndarray, labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    return np.sort(balanced_subset(ids, labels, n, np.random.default_rng(seed)))
+
+
+@dataclass
+class Context:
+    name: str
+    root: Path
+    settings: dict
+    train: ImageSplit
+    test: ImageSplit
+    curve: ImageSplit
+    n_classes: int
+    channels: int
+    embeddings: dict = field(default_factory=dict)  # variant -> report
+    latents: dict = field(default_factory=dict)  # variant -> (ids, vectors)
+
+
+def load_context(name: str, root: Path, settings: dict) -> Context:
+    dataset = open_dataset(root)
+    train_ids = test_ids = None
+    if settings.get("train_images"):  # --quick on CIFAR: a stratified slice of the splits
+        train_ids = stratified(*dataset.labels("train"), settings["train_images"])
+        test_ids = stratified(*dataset.labels("test"), settings["test_images"])
+    started = time.perf_counter()
+    train = ImageSplit(dataset, "train", ids=train_ids)
+    test = ImageSplit(dataset, "test", ids=test_ids)
+    curve = test
+    if settings["curve_images"]:
+        curve = ImageSplit(dataset, "test", ids=stratified(test.ids, test.labels, settings["curve_images"]))
+    log(f"{name}: decoded {len(train)} train / {len(test)} test images in {time.perf_counter() - started:.1f}s")
+    return Context(name, root, settings, train, test, curve, len(dataset.classes), dataset.channels)
+
+
+def prepare_embeddings(ctx: Context) -> None:
+    s = ctx.settings
+    for variant, (kind, epochs) in s["embeddings"].items():
+        report = ensure_embedding(ctx.root, kind=kind, latent_dim=s["latent_dim"], epochs=epochs,
+                                  image_size=s["ae_image_size"], seed=EMBED_SEED)
+        ctx.embeddings[variant] = {
+            "kind": kind, "epochs": epochs, "latent_dim": s["latent_dim"], "image_size": s["ae_image_size"],
+            "knn_agreement": report["knn_agreement"], "pixel_knn_agreement": report["pixel_knn_agreement"],
+            "seconds": report["seconds"], "final_loss": report["final_loss"],
+            "train_seconds": round(sum(h["seconds"] for h in report["history"]), 2),
+        }
+        ctx.latents[variant] = load_latents(report["path"])
+        log(f"{ctx.name}: embedding {variant}: knn {report['knn_agreement']} (pixels "
+            f"{report['pixel_knn_agreement']}), {report['seconds']:.0f}s")
+
+
+# ---------------------------------------------------------------- one training run
+
+
+def run_one(ctx: Context, selector: str, seed: int, *, epochs: int, embedding: str = "triplet",
+            label: str | None = None, settings: dict | None = None, selector_params: dict | None = None,
+            bn_random: bool = False, keep_model: bool = False) -> dict:
+    """Train ``ARCH`` with ``selector`` exactly as ``train_fixed`` does, on the decoded splits."""
+    s = ctx.settings
+    train_settings = TrainSettings(epochs=epochs, seed=seed, **(settings or {}))
+    params = {**DYNAMIC, **(selector_params or {})}
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    model, _ = build_arch(ARCH, ctx.n_classes, ctx.channels)
+    chosen = selector_from_settings(
+        selector, ctx.train.ids, ctx.train.labels, subset_size=s["subset_size"], total_epochs=epochs, seed=seed,
+        latents=ctx.latents[embedding] if needs_latents(selector) else None, index="kdtree", **params)
+    history = train_with_selector(model, ctx.train, chosen, train_settings, eval_data=ctx.curve,
+                                  eval_every=s["eval_every"])
+    accuracy = evaluate(model, ctx.test)
+    record = {
+        "label": label or selector,
+        "selector": selector,
+        "seed": seed,
+        "epochs": epochs,
+        "embedding": embedding if needs_latents(selector) else None,
+        "settings": settings or {},
+        "selector_params": selector_params or {},
+        "test_accuracy": accuracy,
+        "images_processed": chosen.images_processed,
+        "subset_updates": chosen.subset_updates,
+        "trained_epochs": sum(r.trained for r in history),
+        "train_s": round(sum(r.seconds for r in history), 2),
+        "update_s": round(sum(r.seconds for r in history if r.updated), 3),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "curve": [[r.images_processed, r.eval_accuracy] for r in history if r.eval_accuracy is not None],
+        "final_lr": history[-1].lr,
+    }
+    if selector in ("dds", "dynamic-random"):
+        updates = [h for h in chosen.history if h["updated"]]
+        record["swapped_in"] = [int(new) for h in updates for _, new in h["swaps"]]
+        record["final_subset"] = [int(i) for i in chosen.subset]
+    if chosen.subset_updates:
+        record["replaced_per_update"] = round(float(np.mean([h["replaced"] for h in updates])), 1)
+        record["easy_per_update"] = round(float(np.mean([h["n_easy"] for h in updates])), 1)
+        after = [h["train_accuracy"] for prev, h in zip(chosen.history, chosen.history[1:])
+                 if prev["updated"] and h["train_accuracy"] is not None]
+        record["train_accuracy_after_update"] = round(float(np.mean(after)), 3) if after else None
+    if bn_random:  # BatchNorm statistics from a random balanced subset instead of the last trained one
+        ids = stratified(ctx.train.ids, ctx.train.labels, s["subset_size"], seed=1000 + seed)
+        recalibrate_batchnorm(model, ctx.train, ids)
+        record["test_accuracy_bn_random"] = evaluate(model, ctx.test)
+    log(f"{ctx.name} {record['label']:<28} seed {seed}: acc {accuracy:.4f}  images {record['images_processed']:>7}"
+        f"  updates {record['subset_updates']:>2}  train {record['train_s']:.1f}s"
+        + (f"  bn-random {record['test_accuracy_bn_random']:.4f}" if bn_random else ""))
+    if keep_model:
+        record["_model"] = model
+    return record
+
+
+def pick_threads(ctx: Context) -> dict:
+    """Time a few training batches with 1 and 2 threads (twice, interleaved) and keep the faster."""
+    timings = {1: [], 2: []}
+    ids = ctx.train.ids[: 8 * 64]
+    for threads in (1, 2, 1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model, _ = build_arch(ARCH, ctx.n_classes, ctx.channels)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        started = time.perf_counter()
+        train_epoch(model, optimizer, ctx.train, ids, 64)
+        timings[threads].append(len(ids) / (time.perf_counter() - started))
+    best = max(timings, key=lambda t: max(timings[t]))
+    torch.set_num_threads(best)
+    log(f"{ctx.name}: train images/s with 1 thread {timings[1]}, 2 threads {timings[2]}: using {best}")
+    return {"images_per_s": {str(k): [round(v) for v in vs] for k, vs in timings.items()}, "chosen": best}
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean ± std per label."""
+    rows = []
+    for label in dict.fromkeys(r["label"] for r in runs):
+        group = [r for r in runs if r["label"] == label]
+        acc = np.array([r["test_accuracy"] for r in group])
+        images = np.array([r["images_processed"] for r in group], dtype=float)
+        row = {
+            "label": label, "selector": group[0]["selector"], "seeds": len(group),
+            "test_accuracy_mean": float(acc.mean()), "test_accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else None,
+            "images_processed_mean": float(images.mean()),
+            "subset_updates_mean": float(np.mean([r["subset_updates"] for r in group])),
+            "trained_epochs_mean": float(np.mean([r["trained_epochs"] for r in group])),
+            "train_s_mean": float(np.mean([r["train_s"] for r in group])),
+            "accuracy_per_1e5_images": float(np.mean(acc / images * 1e5)),
+        }
+        if "replaced_per_update" in group[0] or any("replaced_per_update" in r for r in group):
+            row["replaced_per_update_mean"] = float(np.mean([r.get("replaced_per_update", 0) for r in group]))
+        if "test_accuracy_bn_random" in group[0]:
+            row["test_accuracy_bn_random_mean"] = float(np.mean([r["test_accuracy_bn_random"] for r in group]))
+        rows.append(row)
+    return rows
+
+
+def paired(runs: list[dict], a: str, b: str) -> dict | None:
+    """Test accuracy of label a minus label b, paired by seed."""
+    acc = {(r["label"], r["seed"]): r["test_accuracy"] for r in runs}
+    seeds = sorted(s for (label, s) in acc if label == a and (b, s) in acc)
+    if not seeds:
+        return None
+    diff = np.array([acc[(a, s)] - acc[(b, s)] for s in seeds])
+    return {"a": a, "b": b, "seeds": len(seeds), "mean": float(diff.mean()),
+            "std": float(diff.std(ddof=1)) if len(diff) > 1 else None, "a_wins": int((diff > 0).sum()),
+            "ties": int((diff == 0).sum())}
+
+
+def reference_confidence(model: torch.nn.Module, data: ImageSplit, ids: np.ndarray) -> dict[int, float]:
+    """A reference (full-data) model's softmax probability of the true label, per training image."""
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for start in range(0, len(ids), 512):
+            chunk = ids[start:start + 512]
+            images, labels = data.batch(chunk)
+            p = torch.softmax(model(images), 1)[torch.arange(len(chunk)), labels]
+            out.update(zip(chunk.tolist(), p.tolist()))
+    return out
+
+
+def analyse_swaps(ctx: Context, runs: list[dict], reference: torch.nn.Module | None) -> dict:
+    """What the dynamic selectors swap in: repeats, place in the class, typicality."""
+    train = ctx.train
+    ids, labels = train.ids, train.labels
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    # distance to the class centroid in the dds (triplet) latent space, as a percentile within the class
+    lat_ids, lat = ctx.latents["triplet"]
+    lat_row = {int(i): r for r, i in enumerate(lat_ids)}
+    vectors = lat[[lat_row[int(i)] for i in ids]]
+    centroid_pct = np.empty(len(ids))
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        d = np.linalg.norm(vectors[members] - vectors[members].mean(0), axis=1)
+        centroid_pct[members] = (np.argsort(np.argsort(d)) + 0.5) / len(members) * 100
+    pixel_agreement = None
+    if len(ids) <= 5000:  # raw-pixel label agreement of each image's 10 neighbours (cheap on digits)
+        from sklearn.neighbors import NearestNeighbors
+        x = train.images.reshape(len(train), -1).numpy()
+        nn_ids = NearestNeighbors(n_neighbors=10).fit(x).kneighbors(return_distance=False)
+        pixel_agreement = (labels[nn_ids] == labels[:, None]).mean(1)
+    baseline = stratified(ids, labels, min(len(ids), 2000), seed=7)
+    wanted = set(baseline.tolist())
+    for r in runs:
+        wanted.update(r.get("swapped_in", []))
+        wanted.update(r.get("final_subset", []))
+    ref = reference_confidence(reference, train, np.array(sorted(wanted))) if reference is not None else None
+
+    def describe(group: list[int]) -> dict:
+        rows = np.array([row_of[i] for i in group], dtype=np.int64)
+        if not len(rows):
+            return {"images": 0, "distinct": 0, "centroid_distance_percentile": None, "share_in_outer_10pct": None}
+        out = {"images": len(group), "distinct": int(len(set(group))),
+               "centroid_distance_percentile": round(float(centroid_pct[rows].mean()), 1),
+               "share_in_outer_10pct": round(float((centroid_pct[rows] >= 90).mean()), 3)}
+        if pixel_agreement is not None:
+            out["pixel_knn10_agreement"] = round(float(pixel_agreement[rows].mean()), 3)
+        if ref is not None:
+            p = np.array([ref[i] for i in group])
+            out["reference_p_true"] = round(float(p.mean()), 3)
+            out["reference_wrong_share"] = round(float((p < 0.5).mean()), 3)
+        return out
+
+    result = {"train_images (random 2000 or all)": describe(baseline.tolist())}
+    for label in ("dynamic-random", "dds"):
+        group = [r for r in runs if r["label"] == label]
+        if not group:
+            continue
+        swapped = [i for r in group for i in r["swapped_in"]]
+        per_run_distinct = [len(set(r["swapped_in"])) / max(1, len(r["swapped_in"])) for r in group]
+        counts = np.unique(swapped, return_counts=True)[1]
+        result[f"{label}: swapped in"] = {**describe(swapped),
+                                          "distinct_share_per_run": round(float(np.mean(per_run_distinct)), 3),
+                                          "most_picked_times": int(counts.max()) if len(counts) else 0}
+        result[f"{label}: final subset"] = describe([i for r in group for i in r["final_subset"]])
+    random_final = [r for r in runs if r["label"] == "random"]
+    if random_final and ref is not None:
+        result["note"] = "random's subset is its initial subset, the same one dds and dynamic-random start from"
+    return result
+
+
+# ---------------------------------------------------------------- the benchmark per dataset
+
+
+def bench_dataset(name: str, work: Path, quick: bool, seeds_override: int | None) -> dict:
+    s = {**SETTINGS[name], **(QUICK[name] if quick else {})}
+    if seeds_override:
+        s["seeds"] = seeds_override
+    started = time.perf_counter()
+    root = ensure_dataset(name, work, s)
+    ctx = load_context(name, root, s)
+    threads = pick_threads(ctx)
+    embed_started = time.perf_counter()
+    prepare_embeddings(ctx)
+    embed_seconds = time.perf_counter() - embed_started
+    runs: list[dict] = []
+    seeds = range(s["seeds"])
+
+    # 1. the four selectors, same epochs budget
+    reference = None
+    for seed in range(s["full_seeds"]):
+        record = run_one(ctx, "full", seed, epochs=s["full_epochs"], keep_model=seed == 0)
+        reference = record.pop("_model", reference)
+        runs.append(record)
+    for seed in seeds:
+        for selector in ("random", "dynamic-random", "dds"):
+            runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], bn_random=selector != "random"))
+    # the static random subset trained for as many images as that seed's dds run
+    for seed in seeds:
+        dds_images = next(r["images_processed"] for r in runs if r["label"] == "dds" and r["seed"] == seed)
+        runs.append(run_one(ctx, "random", seed, epochs=max(1, round(dds_images / s["subset_size"])),
+                            label="random @ matched images"))
+
+    # 2. embeddings for dds
+    for variant in ctx.embeddings:
+        if variant == "triplet":
+            continue  # the main dds runs
+        for seed in range(s["variant_seeds"]):
+            runs.append(run_one(ctx, "dds", seed, epochs=s["epochs"], embedding=variant, label=f"dds ({variant} AE)"))
+
+    # 3. investigations
+    for seed in range(s["investigation_seeds"]):
+        for selector in ("dynamic-random", "dds"):
+            runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], settings={"restart_lr_on_update": False},
+                                label=f"{selector}, no lr restart"))
+    if name == "digits":  # cheap enough for more: fewer updates, and a longer warm-up
+        for seed in range(s["investigation_seeds"]):
+            for selector in ("dynamic-random", "dds"):
+                runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], selector_params={"mastery": 0.95},
+                                    label=f"{selector}, mastery 0.95"))
+            for selector in ("dynamic-random", "dds"):
+                runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], selector_params={"hardness": 0.99},
+                                    label=f"{selector}, hardness 0.99"))
+
+    check = None
+    if name == "digits":  # the harness measures what `frugalnas train` does
+        mine = next(r for r in runs if r["label"] == "dds" and r["seed"] == 0)
+        t = train_fixed(root, ARCH, selector="dds", subset_size=s["subset_size"], **DYNAMIC,
+                        embedding=dict(zip(("kind", "epochs"), s["embeddings"]["triplet"]),
+                                       latent_dim=s["latent_dim"], image_size=s["ae_image_size"]),
+                        settings=TrainSettings(epochs=s["epochs"], seed=0))
+        check = {"train_fixed_test_accuracy": t["test_accuracy"], "harness_test_accuracy": mine["test_accuracy"],
+                 "train_fixed_images": t["images_processed"], "harness_images": mine["images_processed"],
+                 "equal": t["test_accuracy"] == mine["test_accuracy"] and t["images_processed"] == mine["images_processed"]}
+        log(f"{name}: train_fixed check {check}")
+
+    analysis = analyse_swaps(ctx, [r for r in runs if r["label"] in ("dds", "dynamic-random", "random")], reference)
+    comparisons = [paired(runs, a, b) for a, b in [
+        ("dds", "random"), ("dds", "dynamic-random"), ("dds", "random @ matched images"),
+        ("dynamic-random", "random"), ("dds, no lr restart", "dynamic-random, no lr restart"),
+        ("dds, no lr restart", "dds"), ("dynamic-random, no lr restart", "dynamic-random"),
+        ("dds, no lr restart", "random @ matched images"),
+        ("dds, mastery 0.95", "dynamic-random, mastery 0.95"), ("dds, hardness 0.99", "dynamic-random, hardness 0.99"),
+        ("dds (plain AE)", "dds"), ("dds (untrained AE)", "dds")]]
+    return {
+        "settings": {k: v for k, v in s.items()} | {"dynamic": DYNAMIC, "arch": ARCH,
+                                                   "train": {k: v for k, v in vars(TrainSettings()).items()
+                                                             if k not in ("epochs", "seed")}},
+        "dataset": {"path": str(root), "card_source": json.loads((root / "dataset.json").read_text())["source"],
+                    "stored_bytes": json.loads((root / "dataset.json").read_text())["stored_bytes"], "train_images": len(ctx.train), "test_images": len(ctx.test),
+                    "curve_images": len(ctx.curve), "image_shape": list(ctx.train.images.shape[1:])},
+        "threads": threads,
+        "embeddings": ctx.embeddings,
+        "embedding_seconds_this_run": round(embed_seconds, 1),
+        "summary": summarise(runs),
+        "comparisons": [c for c in comparisons if c],
+        "swap_analysis": analysis,
+        "train_fixed_check": check,
+        "runs": [{k: v for k, v in r.items() if k not in ("swapped_in", "final_subset")} for r in runs],
+        "swapped_in": {f"{r['label']}|{r['seed']}": r["swapped_in"] for r in runs
+                       if r["label"] in ("dds", "dynamic-random")},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }, ctx
+
+
+# ---------------------------------------------------------------- plots and report
+
+COLORS = {"full": "black", "random": "tab:blue", "dynamic-random": "tab:orange", "dds": "tab:green"}
+
+
+def plot_curves(name: str, result: dict, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, color in COLORS.items():
+        group = [r for r in result["runs"] if r["label"] == label]
+        for i, r in enumerate(group):
+            xs, ys = zip(*r["curve"]) if r["curve"] else ((), ())
+            ax.plot(xs, ys, color=color, alpha=0.35, lw=1, label=None)
+        if group:
+            x = np.mean([r["images_processed"] for r in group])
+            acc = [r["test_accuracy"] for r in group]
+            ax.errorbar([x], [np.mean(acc)], yerr=[np.std(acc, ddof=1) if len(acc) > 1 else 0], fmt="o", color=color,
+                        capsize=3, label=f"{label} (final, n={len(group)})")
+    matched = [r for r in result["runs"] if r["label"] == "random @ matched images"]
+    if matched:
+        acc = [r["test_accuracy"] for r in matched]
+        ax.errorbar([np.mean([r["images_processed"] for r in matched])], [np.mean(acc)],
+                    yerr=[np.std(acc, ddof=1) if len(acc) > 1 else 0], fmt="s", mfc="none", color=COLORS["random"],
+                    capsize=3, label="random @ dds's images (final)")
+    ax.set_xscale("log")
+    ax.set_xlabel("images processed (training forward passes)")
+    ax.set_ylabel("test accuracy" + (" (curve: 2,000-image test subset)" if result["settings"]["curve_images"] else ""))
+    s = result["settings"]
+    ax.set_title(f"{name}: {ARCH}, subset {s['subset_size']}, {s['epochs']} epochs "
+                 f"(full: {s['full_epochs']}); thin lines = one seed each")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_swapped(name: str, ctx: Context, result: dict, out: Path, per_class: int = 6) -> None:
+    """The images each dynamic selector swapped in most often (all seeds), per class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    row_of = {int(i): r for r, i in enumerate(ctx.train.ids)}
+    classes = np.unique(ctx.train.labels)
+    fig, axes = plt.subplots(len(classes), 2 * per_class + 1, figsize=(1.0 * (2 * per_class + 1), 1.0 * len(classes)))
+    for col, label in enumerate(("dds", "dynamic-random")):
+        swapped = [i for key, ids in result["swapped_in"].items() if key.split("|")[0] == label for i in ids]
+        values, counts = np.unique(swapped, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        for ci, c in enumerate(classes):
+            picks = [v for v in values[order] if ctx.train.labels[row_of[int(v)]] == c][:per_class]
+            for j in range(per_class):
+                ax = axes[ci, col * (per_class + 1) + j]
+                ax.axis("off")
+                if j < len(picks):
+                    img = ctx.train.images[row_of[int(picks[j])]].permute(1, 2, 0).numpy()
+                    ax.imshow(img.squeeze(), cmap="gray" if img.shape[2] == 1 else None, vmin=0, vmax=1)
+                    ax.set_title(str(int(counts[values == picks[j]][0])), fontsize=6, pad=1)
+        axes[0, col * (per_class + 1)].set_title(f"{label}: most often swapped in (count)", fontsize=8, loc="left",
+                                                   pad=10)
+    for ci in range(len(classes)):
+        axes[ci, per_class].axis("off")
+    fig.tight_layout(pad=0.2)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def render(payload: dict, interpretation: str) -> str:
+    lines = ["# Data selection: full vs random vs dynamic-random vs DDS", "",
+             "Produced by `benchmarks/selection.py` (read its docstring for the method). "
+             f"Machine: {payload['machine'].get('cpu', '?')}, {payload['machine']['cpu_count']} cores shared with other "
+             f"jobs (timings are noisy); commit {payload['machine'].get('commit', '?')}.", ""]
+    for name, r in payload["datasets"].items():
+        s = r["settings"]
+        ing = s["ingest"]
+        lines += [f"## {name}", "",
+                  f"Data: {r['dataset']['train_images']} train / {r['dataset']['test_images']} test images, "
+                  f"{ing['codec']}{' q' + str(ing['quality']) if ing['quality'] else ''} at {ing['image_size']}x{ing['image_size']}. "
+                  f"`{s['arch']}`, SGD lr {s['train']['lr']} (cosine, restarted after each subset update unless said), "
+                  f"batch {s['train']['batch_size']}; subset {s['subset_size']}, {s['epochs']} epochs for the subset "
+                  f"selectors, {s['full_epochs']} for `full`; dds/dynamic-random: hardness {s['dynamic']['hardness']}, "
+                  f"mastery {s['dynamic']['mastery']}, warm-up {s['dynamic']['warmup_epochs']}. "
+                  f"Torch threads: {r['threads']['chosen']} (train images/s measured {r['threads']['images_per_s']}). "
+                  f"Run at {r['when']}, {r['wall_seconds'] / 60:.1f} min.", "",
+                  f"![accuracy vs images]({'selection_' + name + '_curves.png'})", "",
+                  "| run | seeds | test accuracy % (mean ± std) | images processed | subset updates | replaced per update | trained epochs "
+                  "| train s | acc. per 1e5 images | acc. % with BN from a random subset |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in r["summary"]:
+            std = "" if row["test_accuracy_std"] is None else f" ± {100 * row['test_accuracy_std']:.1f}"
+            lines.append(
+                f"| {row['label']} | {row['seeds']} | {pct(row['test_accuracy_mean'])}{std} | "
+                f"{row['images_processed_mean']:,.0f} | {row['subset_updates_mean']:.1f} | "
+                f"{row.get('replaced_per_update_mean', 0):.0f} | {row['trained_epochs_mean']:.1f} | "
+                f"{row['train_s_mean']:.1f} | {row['accuracy_per_1e5_images']:.2f} | "
+                f"{pct(row.get('test_accuracy_bn_random_mean'))} |")
+        lines += ["", "Paired by seed (same initial subset and initialisation), test accuracy difference in points:", "",
+                  "| a - b | seeds | mean ± std | a better |", "|---|---|---|---|"]
+        for c in r["comparisons"]:
+            std = "" if c["std"] is None else f" ± {100 * c['std']:.1f}"
+            lines.append(f"| {c['a']} - {c['b']} | {c['seeds']} | {100 * c['mean']:+.1f}{std} | {c['a_wins']}/{c['seeds']} |")
+        lines += ["", "Embeddings (autoencoder seed 0; knn label agreement on the held-out test split; "
+                  "time = training + encoding + agreement):", "",
+                  "| embedding | AE epochs | latent | knn@5 | knn@10 | pixels knn@5 | pixels knn@10 | seconds | dds test accuracy % |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        by_label = {row["label"]: row for row in r["summary"]}
+        for variant, e in r["embeddings"].items():
+            row = by_label.get("dds" if variant == "triplet" else f"dds ({variant} AE)")
+            acc = "-" if row is None else f"{pct(row['test_accuracy_mean'])} (n={row['seeds']})"
+            lines.append(f"| {variant} ({e['kind']}) | {e['epochs']} | {e['latent_dim']} | {e['knn_agreement']['5']:.3f} | "
+                         f"{e['knn_agreement']['10']:.3f} | {e['pixel_knn_agreement']['5']:.3f} | "
+                         f"{e['pixel_knn_agreement']['10']:.3f} | {e['seconds']:.0f} | {acc} |")
+        lines += ["", "What the dynamic selectors swap in (all seeds pooled; centroid percentile = distance to the class "
+                  "centroid in the triplet latent space, ranked within the class, 50 = typical; reference = the seed-0 "
+                  "`full` model's probability of the true label, wrong share = p < 0.5):", "",
+                  "| images | n | distinct | centroid pct. | in outer 10% | pixel knn@10 agreement | reference p(true) | reference wrong share |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for key, a in r["swap_analysis"].items():
+            if not isinstance(a, dict):
+                continue
+            lines.append(f"| {key} | {a['images']} | {a['distinct']} | {a['centroid_distance_percentile']} | "
+                         f"{a['share_in_outer_10pct']} | {a.get('pixel_knn10_agreement', '-')} | "
+                         f"{a.get('reference_p_true', '-')} | {a.get('reference_wrong_share', '-')} |")
+        lines += ["", f"![most swapped-in images](selection_{name}_swapped.png)"]
+        if r["train_fixed_check"]:
+            c = r["train_fixed_check"]
+            lines += ["", f"Harness check: `train_fixed` (dds, seed 0) gives test accuracy {c['train_fixed_test_accuracy']:.4f} "
+                      f"and {c['train_fixed_images']} images; this harness {c['harness_test_accuracy']:.4f} and "
+                      f"{c['harness_images']} (equal: {c['equal']})."]
+        lines.append("")
+    lines += ["## Interpretation", "", interpretation.strip() or "(not written yet for these results)"]
+    return "\n".join(lines)
+
+
+INTERPRETATION = """
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["digits", "cifar10", "both"], default="both")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds for the subset selectors (default per dataset)")
+    parser.add_argument("--quick", action="store_true", help="a few epochs and seeds; results go to the work folder")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/frugalnas-selection"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    names = ["digits", "cifar10"] if args.dataset == "both" else [args.dataset]
+
+    out_dir = args.work / "quick-results" if args.quick else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "selection.json"
+    payload = json.loads(json_path.read_text()) if json_path.exists() else {}
+    payload.setdefault("datasets", {})
+    payload["machine"] = machine()
+    for name in names:
+        result, ctx = bench_dataset(name, args.work, args.quick, args.seeds)
+        payload["datasets"][name] = result
+        plot_curves(name, result, out_dir / f"selection_{name}_curves.png")
+        plot_swapped(name, ctx, result, out_dir / f"selection_{name}_swapped.png")
+        del ctx
+        # write after each dataset, so a long CIFAR run never loses the digits results
+        payload["datasets"] = {k: payload["datasets"][k] for k in ("digits", "cifar10") if k in payload["datasets"]}
+        markdown = render(payload, INTERPRETATION)
+        if args.quick:
+            json_path.write_text(json.dumps(payload, indent=2) + "\n")
+            (out_dir / "selection.md").write_text(markdown + "\n")
+        else:
+            write_results("selection", payload, markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""``frugalnas bench-searchers``: compare search strategies on a tabular benchmark (a CSV of
+architectures and their accuracies). Attach with ``cli.add_command(bench_searchers_command)``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from frugalnas.cli import emit_json, user_errors
+
+ALL_STRATEGIES = "random,evolution,rl,predictor,optuna-tpe,optuna-nsga2"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@click.command("bench-searchers")
+@click.option("--table", "table_csv", required=True, type=click.Path(dir_okay=False),
+              help="CSV with one row per architecture (e.g. a NAS-Bench-201 export).")
+@click.option("--space", default="nb201", show_default=True, help="Search space the architecture strings belong to.")
+@click.option("--arch-column", default="arch", show_default=True, help="Column with the canonical architecture string.")
+@click.option("--metric-column", default="accuracy", show_default=True, help="Column the strategies optimise.")
+@click.option("--report-column", default=None,
+              help="Column to report for the best architecture by the metric (e.g. test accuracy when searching "
+                   "on validation accuracy) [default: the metric].")
+@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
+@click.option("--strategies", default=ALL_STRATEGIES, show_default=True, help="Comma-separated strategy names.")
+@click.option("--budget", type=int, default=150, show_default=True, help="Architectures evaluated per search.")
+@click.option("--seeds", type=int, default=20, show_default=True, help="Searches per strategy (seeds 0..N-1).")
+@click.option("--report-at", default="10,25,50,100,150", show_default=True,
+              help="Budgets at which mean and std are reported.")
+@click.option("--engine", type=click.Choice(["inprocess", "tune"]), default="inprocess", show_default=True,
+              help="inprocess: ask/tell loops in this process (fast); tune: every evaluation a Ray Tune trial.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the full result to this JSON file.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the curves to this PNG file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on the last line.")
+@user_errors
+def bench_searchers_command(table_csv, space, arch_column, metric_column, report_column, mode, strategies, budget,
+                            seeds, report_at, engine, out, plot, as_json):
+    """Compare search strategies on a tabular benchmark: mean +- std over seeds of the best value
+    found after each number of evaluations, and the wall time of each strategy."""
+    from frugalnas.strategies.benchmark import plot_curves, run_searcher_benchmark
+
+    if engine == "tune":
+        import frugalnas.runtime.tune_bench  # noqa: F401  (registers the tune engine; imports Ray)
+
+    names = [name.strip() for name in strategies.split(",") if name.strip()]
+
+    def progress(name, seed, seconds):
+        if seed + 1 == seeds:
+            click.echo(f"  {name}: {seeds} searches done", err=True)
+
+    result = run_searcher_benchmark(table_csv, space, arch_column=arch_column, metric_column=metric_column,
+                                    strategies=names, budget=budget, seeds=seeds, engine=engine,
+                                    budgets_report=_int_list(report_at), mode=mode, report_column=report_column,
+                                    progress=progress)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    if plot:
+        plot_curves(result, plot)
+    if as_json:
+        emit_json(result)
+        return
+    budgets = result["strategies"][names[0]]["budgets"]
+    click.echo(f"{result['n_archs']} architectures in {table_csv}; optimum {result['optimum']:.4f}; "
+               f"{seeds} seeds, mean +- std of the best {result['report']} after N evaluations")
+    click.echo(f"{'strategy':14s}" + "".join(f"{'N=' + str(b):>17s}" for b in budgets) + f"{'seconds':>9s}")
+    for name, entry in result["strategies"].items():
+        cells = "".join(f"{m:10.4f} +-{s:5.2f}" for m, s in zip(entry["mean_best"], entry["std_best"]))
+        click.echo(f"{name:14s}{cells}{entry['wall_seconds']:9.1f}")
+    if out:
+        click.echo(f"result written to {Path(out).resolve()}")
+    if plot:
+        click.echo(f"curves written to {Path(plot).resolve()}")

@@ -1,0 +1,111 @@
+"""REINFORCE (Williams 1992) with a factorised categorical controller, as in NAS-Bench-201's
+REINFORCE baseline (Zoph & Le's policy-gradient NAS reduced to a table of logits).
+
+The policy has independent logits per decision of ``space.choices()``; an architecture is one draw
+per decision. After each result the logits take an Adam step on
+
+    advantage * log p(arch) + entropy_weight * H(policy),
+
+where advantage = (reward - baseline) / scale, the baseline is an exponential moving average of the
+rewards (momentum ``baseline_momentum``) and the scale the standard deviation of all rewards so far.
+Scaling makes the step size independent of the metric's units (an accuracy in % or as a fraction),
+which Adam alone does not do once the entropy term is added.
+Numpy only: the gradient of a softmax table is two lines, and the state is a few small arrays.
+
+The policy may sample an architecture it has already evaluated; the strategy then learns from the
+known result at no cost and samples again (counted in ``reused``), so evaluations are never spent
+twice on one architecture.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from frugalnas.spaces.base import Arch
+from frugalnas.strategies.base import STRATEGIES, Strategy, check_float
+
+
+@STRATEGIES.register("rl")
+class Reinforce(Strategy):
+    """Policy-gradient search with a moving-average baseline and an entropy bonus."""
+
+    name = "rl"
+    may_repeat = True
+
+    def __init__(self, space, *, lr: float = 0.1, baseline_momentum: float = 0.9, entropy_weight: float = 0.1,
+                 **common):
+        super().__init__(space, **common)
+        self.lr = check_float("lr", lr, 0.0, 10.0, low_open=True)
+        self.baseline_momentum = check_float("baseline_momentum", baseline_momentum, 0.0, 1.0)
+        self.entropy_weight = check_float("entropy_weight", entropy_weight, 0.0)
+        self._offsets = np.cumsum([0] + self._radix)
+        n = int(self._offsets[-1])
+        self.logits = np.zeros(n)  # uniform policy to start
+        self._adam_m, self._adam_v, self._adam_t = np.zeros(n), np.zeros(n), 0
+        self.baseline: float | None = None
+        self._stats = [0, 0.0, 0.0]  # Welford's count, mean and sum of squared deviations of the rewards
+
+    def params(self) -> dict:
+        return {**super().params(), "lr": self.lr, "baseline_momentum": self.baseline_momentum,
+                "entropy_weight": self.entropy_weight}
+
+    def _slices(self):
+        return [slice(int(a), int(b)) for a, b in zip(self._offsets[:-1], self._offsets[1:])]
+
+    def probabilities(self) -> list[np.ndarray]:
+        """The policy: one probability vector per decision."""
+        out = []
+        for part in self._slices():
+            z = self.logits[part] - self.logits[part].max()
+            p = np.exp(z)
+            out.append(p / p.sum())
+        return out
+
+    def _propose(self) -> Arch:
+        # inverse-CDF draws, one uniform number per decision
+        choices = [min(int(np.searchsorted(np.cumsum(p), self.rng.random(), side="right")), len(p) - 1)
+                   for p in self.probabilities()]
+        return self.space.from_choices(choices)
+
+    def _learn(self, arch: Arch, result: dict) -> None:
+        reward = self.score(result)
+        count, mean, m2 = self._stats
+        count += 1
+        delta = reward - mean
+        mean += delta / count
+        m2 += delta * (reward - mean)
+        self._stats = [count, mean, m2]
+        scale = np.sqrt(m2 / count)
+        if self.baseline is None:
+            self.baseline = reward
+        advantage = (reward - self.baseline) / scale if scale > 0 else 0.0
+        self.baseline = self.baseline_momentum * self.baseline + (1 - self.baseline_momentum) * reward
+
+        # gradient of  advantage * log p(arch) + entropy_weight * sum_d H(p_d)  w.r.t. the logits
+        grad = np.empty_like(self.logits)
+        for part, p, choice in zip(self._slices(), self.probabilities(), self.space.to_choices(arch)):
+            one_hot = np.zeros_like(p)
+            one_hot[choice] = 1.0
+            log_p = np.log(np.maximum(p, 1e-300))
+            entropy = -(p * log_p).sum()
+            grad[part] = advantage * (one_hot - p) - self.entropy_weight * p * (log_p + entropy)
+        self._adam_ascent(grad)
+
+    def _adam_ascent(self, grad: np.ndarray, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self._adam_t += 1
+        self._adam_m = beta1 * self._adam_m + (1 - beta1) * grad
+        self._adam_v = beta2 * self._adam_v + (1 - beta2) * grad**2
+        m_hat = self._adam_m / (1 - beta1**self._adam_t)
+        v_hat = self._adam_v / (1 - beta2**self._adam_t)
+        self.logits = self.logits + self.lr * m_hat / (np.sqrt(v_hat) + eps)
+
+    def _strategy_state(self) -> dict:
+        return {"logits": self.logits.tolist(), "adam_m": self._adam_m.tolist(), "adam_v": self._adam_v.tolist(),
+                "adam_t": self._adam_t, "baseline": self.baseline, "reward_stats": list(self._stats)}
+
+    def _load_strategy_state(self, state: dict) -> None:
+        self.logits = np.asarray(state["logits"], dtype=np.float64)
+        self._adam_m = np.asarray(state["adam_m"], dtype=np.float64)
+        self._adam_v = np.asarray(state["adam_v"], dtype=np.float64)
+        self._adam_t = int(state["adam_t"])
+        self.baseline = state["baseline"]
+        self._stats = [int(state["reward_stats"][0]), float(state["reward_stats"][1]), float(state["reward_stats"][2])]
