@@ -115,3 +115,12 @@ def write_nb201_like_csv(path: str | Path, seed: int = 0, noise: float = 0.12,
         for arch, value in nb201_like_table(seed, noise).items():
             writer.writerow([arch, value])
     return path
+
+
+if __name__ == "__main__":  # python -m frugalnas.strategies.synthetic OUT.csv [SEED]
+    import sys
+
+    if len(sys.argv) not in (2, 3):
+        raise SystemExit("usage: python -m frugalnas.strategies.synthetic OUT.csv [SEED]")
+    written = write_nb201_like_csv(sys.argv[1], seed=int(sys.argv[2]) if len(sys.argv) == 3 else 0)
+    print(f"wrote {written}")
