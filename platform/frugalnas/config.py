@@ -158,15 +158,26 @@ def parse_config(data: Any, source: str = "<config>", overrides: list[str] | tup
     return config
 
 
+GRADIENT_STRATEGIES = ("darts", "darts-2nd")  # DARTS first / second order, trained on Ray Train
+
+
 def _check_references(config: ExperimentConfig, source: str) -> None:
-    """Names that point into registries and files: the space (and its settings)."""
-    from frugalnas.spaces import load_space
+    """Names that point into registries and files: the space (and its settings), the strategy."""
+    from frugalnas.spaces import CellSpace, load_space
+    from frugalnas.strategies import STRATEGIES
 
     name, overrides = config.space_spec()
     try:
-        load_space(name, overrides or None)
+        space = load_space(name, overrides or None)
     except ConfigError as error:
         raise ConfigError(f"{source}: space: {error}") from None
+    strategy = config.search.strategy
+    allowed = STRATEGIES.names() + list(GRADIENT_STRATEGIES)
+    if strategy not in allowed:
+        raise ConfigError(f"{source}: search.strategy: unknown strategy {strategy!r}; allowed: {', '.join(allowed)}")
+    if strategy in GRADIENT_STRATEGIES and not isinstance(space, CellSpace):
+        raise ConfigError(f"{source}: search.strategy {strategy!r} trains a supernet, which the {space.family!r} "
+                          "space does not have; use a cell space (nb201, darts)")
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:

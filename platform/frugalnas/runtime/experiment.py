@@ -96,7 +96,8 @@ def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> 
     log(f"embedding: {settings.kind} autoencoder, latent {settings.latent_dim}, {settings.epochs} epochs, {size}px")
     report = ensure_embedding(dataset_dir, kind=settings.kind, latent_dim=settings.latent_dim, epochs=settings.epochs,
                               image_size=size, seed=config.seed,
-                              progress=lambda i: log(f"  autoencoder epoch {i['epoch']}/{i['epochs']} loss {i['loss']:.4f}"))
+                              progress=lambda i: (i["epoch"] % 5 == 0 or i["epoch"] == i["epochs"]) and log(
+                                  f"  autoencoder epoch {i['epoch']}/{i['epochs']} loss {i['loss']:.4f}"))
     log(f"embedding: label agreement of 5 nearest neighbours {report['knn_agreement']['5']:.3f} "
         f"(raw pixels {report['pixel_knn_agreement']['5']:.3f})")
     return report
@@ -138,8 +139,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
     space = load_space(name, overrides or None)
     engine = engine_for(config.search.strategy)
     ensure_ray(log)
-    log(f"search: {config.search.strategy} ({engine}) over {name}, selection {config.selection.policy}, "
-        f"budget {config.search.budget}")
+    budget = "" if engine == "ray-train" else f", budget {config.search.budget}"
+    log(f"search: {config.search.strategy} ({engine}) over {name}, selection {config.selection.policy}{budget}")
     search = SEARCH_ENGINES.get(engine)(config=config, space=space, dataset_dir=dataset_dir, out=out,
                                         latents_path=embedding and embedding["path"], resume=resume, log=log)
     best = space.parse(search["best_arch"])

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from frugalnas.config import GRADIENT_STRATEGIES
 from frugalnas.errors import FrugalError
 from frugalnas.registry import Registry
 
 SEARCH_ENGINES: Registry[Callable[..., dict]] = Registry("search engine")
-GRADIENT_STRATEGIES = ("darts", "darts-2nd")
 
 
 class SearchInterrupted(FrugalError):
@@ -123,3 +123,39 @@ def strategy_front(results, space, config) -> list:
 
     told = [(space.parse(r.config["arch"]), numeric(r.metrics)) for r in results if r.metrics and "accuracy" in r.metrics]
     return pareto_front(told, config.search.objectives)
+
+
+@SEARCH_ENGINES.register("ray-train")
+def darts_search(*, config, space, dataset_dir: Path, out: Path, latents_path: str | None, resume: bool,
+                 log: Callable[[str], None]) -> dict:
+    """DARTS (first order: ``darts``; second order, unrolled: ``darts-2nd``) on Ray Train with
+    ``resources.workers`` data-parallel workers. ``search.epochs_per_candidate`` is the number of
+    supernet epochs (the supernet is the one candidate); ``search.params`` holds any other
+    :class:`~frugalnas.train.darts.DartsSettings` field (lr, arch_lr, sync_batchnorm, ...)."""
+    from frugalnas.runtime.darts_trainer import SNAPSHOT_FILE, run_darts_search
+
+    settings = {"epochs": config.search.epochs_per_candidate, "batch_size": config.final.batch_size,
+                "seed": config.seed, **config.search.params,
+                "order": 2 if config.search.strategy == "darts-2nd" else 1}
+    selection = config.selection.model_dump()
+    if latents_path:
+        selection["latents"] = latents_path
+    storage, name = out / "ray-train", "darts"
+    resuming = resume and (storage / name / SNAPSHOT_FILE).exists()
+    if resuming:
+        log(f"search: resuming the supernet from {storage / name}")
+    workers = config.resources.workers
+    log(f"search: DARTS order {settings['order']}, {settings['epochs']} epochs, {workers} worker(s)")
+    result = run_darts_search(dataset_dir, space, settings, selection, num_workers=workers, storage_path=storage,
+                              name=name, resume=resuming, cpus_per_worker=min(1.0, config.resources.cpus_per_trial / 2)
+                              if workers > 1 else config.resources.cpus_per_trial,
+                              use_gpu=config.resources.gpus_per_trial > 0 or None)
+    for record in result["history"]:
+        log(f"  supernet epoch {record.get('epoch')}: {record.get('genotype')}")
+    return {"best_arch": result["genotype"],
+            "images_processed": result["images_processed"] + result["arch_images_processed"],
+            "weight_images_processed": result["images_processed"],
+            "arch_images_processed": result["arch_images_processed"],
+            "subset_updates": result["subset_updates"], "wall_seconds": result["wall_seconds"],
+            "search_engine": "ray-train", "workers": workers, "alphas": result["alphas"],
+            "history": result["history"]}
