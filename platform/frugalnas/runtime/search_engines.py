@@ -55,7 +55,6 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
 
     card = open_dataset(dataset_dir).card
     num_classes, channels, image_size = len(card["classes"]), card["channels"], card["image_size"] or 32
-    name, overrides = config.space_spec()
     strategy = make_strategy(
         config.search.strategy, space, seed=config.seed, objectives=config.search.objectives,
         constraints=config.search.constraints or None,
@@ -64,21 +63,10 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
     searcher = StrategySearcher(strategy, space, budget=config.search.budget)
     selection = config.selection.model_dump()
     context = CandidateContext(
-        dataset_dir=str(dataset_dir), space={"name": name, **overrides} if overrides else name,
+        dataset_dir=str(dataset_dir), space=space.config.model_dump(mode="json"),  # the resolved settings
         selection=selection, latents_path=latents_path,
         train={"epochs": config.search.epochs_per_candidate, "batch_size": config.final.batch_size,
                "lr": config.final.lr, "seed": config.seed})
-    if isinstance(context.space, dict):
-        from frugalnas.spaces.loader import resolve_space_path
-        import yaml
-
-        spec = dict(context.space)
-        base = yaml.safe_load(resolve_space_path(spec.pop("name")).read_text())
-        from frugalnas.spaces.loader import _merge
-
-        context.space = _merge(base, spec)
-    elif not Path(str(context.space)).suffix == "":
-        context.space = str(Path(context.space).resolve())
     trainable = tune.with_parameters(train_candidate, context=context)
     storage, run_name = str(out / "tune"), "search"
     cpus = config.resources.cpus_per_trial

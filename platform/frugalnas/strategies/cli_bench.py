@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from frugalnas.cli import emit_json, user_errors
+from frugalnas.cli_support import emit_json, user_errors
 
 ALL_STRATEGIES = "random,evolution,rl,predictor,optuna-tpe,optuna-nsga2"
 

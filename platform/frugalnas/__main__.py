@@ -1,0 +1,3 @@
+from frugalnas.cli import main
+
+main()
