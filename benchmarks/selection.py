@@ -68,14 +68,31 @@ SELECTORS = ("full", "random", "dynamic-random", "dds")
 # DDS defaults of `frugalnas train` (and of the published runs): hardness 0.9, mastery 0.6, warm-up 5
 DYNAMIC = {"hardness": 0.9, "mastery": 0.6, "warmup_epochs": 5, "curriculum_stages": 0}
 EMBED_SEED = 0
+BOTH = ("digits", "cifar10")
+# Targeted experiments on why dds does or does not beat the controls; "epochs" = the run's epoch budget.
+INVESTIGATIONS = [
+    # the schedule restarts at the top after every update; with frequent updates lr never anneals
+    ("dynamic-random, no lr restart", "dynamic-random", {"restart_lr_on_update": False}, {}, ("digits",)),
+    ("dds, no lr restart", "dds", {"restart_lr_on_update": False}, {}, ("digits",)),
+    # more images count as easy (the other published threshold): the furthest-neighbour choice is exercised
+    ("dynamic-random, hardness 0.5", "dynamic-random", {}, {"hardness": 0.5}, BOTH),
+    ("dds, hardness 0.5", "dds", {}, {"hardness": 0.5}, BOTH),
+    # fewer, larger updates
+    ("dynamic-random, mastery 0.95", "dynamic-random", {}, {"mastery": 0.95}, ("digits",)),
+    ("dds, mastery 0.95", "dds", {}, {"mastery": 0.95}, ("digits",)),
+    # warm-up = the whole run: no update ever, so only the curriculum order (easiest first) differs from random
+    ("dynamic-random, curriculum order, no updates", "dynamic-random", {}, {"warmup_epochs": "epochs"}, BOTH),
+]
 
 SETTINGS = {
     "digits": {
         "ingest": {"codec": "png", "quality": None, "image_size": 16},
-        "subset_size": 100, "epochs": 30, "seeds": 5, "full_epochs": 30, "full_seeds": 5,
+        "subset_size": 100, "epochs": 30, "seeds": 5, "full_epochs": 30, "full_seeds": 3,
         "eval_every": 1, "curve_images": None,  # None: the whole test split
         "embeddings": {"triplet": ("triplet", 25), "plain": ("plain", 25), "untrained": ("plain", 0)},
         "latent_dim": 8, "ae_image_size": 16, "variant_seeds": 5, "investigation_seeds": 5,
+        "bn_random": ("dynamic-random", "dds"),
+        "dds_embedding": "triplet",
     },
     "cifar10": {
         "ingest": {"codec": "jpeg", "quality": 75, "image_size": 32, "val_fraction": 0.0},
@@ -83,7 +100,11 @@ SETTINGS = {
         "eval_every": 5, "curve_images": 2000,
         # 16 px, 6 epochs: at 32 px one epoch over 20,000 images took 37-238 s on the loaded machine
         "embeddings": {"triplet": ("triplet", 6), "plain": ("plain", 6), "untrained": ("plain", 0)},
-        "latent_dim": 32, "ae_image_size": 16, "variant_seeds": 1, "investigation_seeds": 1,
+        "latent_dim": 32, "ae_image_size": 16, "variant_seeds": {"triplet": 2, "untrained": 1},
+        "investigation_seeds": 1, "bn_random": ("dds",),
+        # the triplet AE collapses on CIFAR-10 (all latents one point; see the results), so dds and its
+        # investigations use the plain AE here and the triplet AE is one of the compared variants
+        "dds_embedding": "plain",
     },
 }
 QUICK = {
@@ -169,6 +190,10 @@ def prepare_embeddings(ctx: Context) -> None:
             "train_seconds": round(sum(h["seconds"] for h in report["history"]), 2),
         }
         ctx.latents[variant] = load_latents(report["path"])
+        # a collapsed encoder maps every image to (nearly) one point: then "furthest" is float noise
+        ctx.embeddings[variant]["latent_std_mean"] = float(ctx.latents[variant][1].std(0).mean())
+        ctx.embeddings[variant]["final_triplet_loss"] = (report["history"][-1].get("triplet_loss")
+                                                         if report["history"] else None)
         log(f"{ctx.name}: embedding {variant}: knn {report['knn_agreement']} (pixels "
             f"{report['pixel_knn_agreement']}), {report['seconds']:.0f}s")
 
@@ -176,11 +201,12 @@ def prepare_embeddings(ctx: Context) -> None:
 # ---------------------------------------------------------------- one training run
 
 
-def run_one(ctx: Context, selector: str, seed: int, *, epochs: int, embedding: str = "triplet",
+def run_one(ctx: Context, selector: str, seed: int, *, epochs: int, embedding: str | None = None,
             label: str | None = None, settings: dict | None = None, selector_params: dict | None = None,
             bn_random: bool = False, keep_model: bool = False) -> dict:
     """Train ``ARCH`` with ``selector`` exactly as ``train_fixed`` does, on the decoded splits."""
     s = ctx.settings
+    embedding = embedding or s["dds_embedding"]
     train_settings = TrainSettings(epochs=epochs, seed=seed, **(settings or {}))
     params = {**DYNAMIC, **(selector_params or {})}
     started = time.perf_counter()
@@ -307,8 +333,8 @@ def analyse_swaps(ctx: Context, runs: list[dict], reference: torch.nn.Module | N
     train = ctx.train
     ids, labels = train.ids, train.labels
     row_of = {int(i): r for r, i in enumerate(ids)}
-    # distance to the class centroid in the dds (triplet) latent space, as a percentile within the class
-    lat_ids, lat = ctx.latents["triplet"]
+    # distance to the class centroid in the main dds latent space, as a percentile within the class
+    lat_ids, lat = ctx.latents[ctx.settings["dds_embedding"]]
     lat_row = {int(i): r for r, i in enumerate(lat_ids)}
     vectors = lat[[lat_row[int(i)] for i in ids]]
     centroid_pct = np.empty(len(ids))
@@ -345,9 +371,9 @@ def analyse_swaps(ctx: Context, runs: list[dict], reference: torch.nn.Module | N
         return out
 
     result = {"train_images (random 2000 or all)": describe(baseline.tolist())}
-    for label in ("dynamic-random", "dds"):
+    for label in dict.fromkeys(r["label"] for r in runs if "swapped_in" in r):
         group = [r for r in runs if r["label"] == label]
-        if not group:
+        if "no updates" in label or "AE)" in label or "lr restart" in label:
             continue
         swapped = [i for r in group for i in r["swapped_in"]]
         per_run_distinct = [len(set(r["swapped_in"])) / max(1, len(r["swapped_in"])) for r in group]
@@ -387,7 +413,7 @@ def bench_dataset(name: str, work: Path, quick: bool, seeds_override: int | None
         runs.append(record)
     for seed in seeds:
         for selector in ("random", "dynamic-random", "dds"):
-            runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], bn_random=selector != "random"))
+            runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], bn_random=selector in s["bn_random"]))
     # the static random subset trained for as many images as that seed's dds run
     for seed in seeds:
         dds_images = next(r["images_processed"] for r in runs if r["label"] == "dds" and r["seed"] == seed)
@@ -396,24 +422,19 @@ def bench_dataset(name: str, work: Path, quick: bool, seeds_override: int | None
 
     # 2. embeddings for dds
     for variant in ctx.embeddings:
-        if variant == "triplet":
+        if variant == s["dds_embedding"]:
             continue  # the main dds runs
-        for seed in range(s["variant_seeds"]):
+        n = s["variant_seeds"] if isinstance(s["variant_seeds"], int) else s["variant_seeds"][variant]
+        for seed in range(n):
             runs.append(run_one(ctx, "dds", seed, epochs=s["epochs"], embedding=variant, label=f"dds ({variant} AE)"))
 
-    # 3. investigations
+    # 3. investigations (label, selector, TrainSettings overrides, selector overrides, datasets)
     for seed in range(s["investigation_seeds"]):
-        for selector in ("dynamic-random", "dds"):
-            runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], settings={"restart_lr_on_update": False},
-                                label=f"{selector}, no lr restart"))
-    if name == "digits":  # cheap enough for more: fewer updates, and a longer warm-up
-        for seed in range(s["investigation_seeds"]):
-            for selector in ("dynamic-random", "dds"):
-                runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], selector_params={"mastery": 0.95},
-                                    label=f"{selector}, mastery 0.95"))
-            for selector in ("dynamic-random", "dds"):
-                runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], selector_params={"hardness": 0.99},
-                                    label=f"{selector}, hardness 0.99"))
+        for label, selector, settings, params, where in INVESTIGATIONS:
+            if name in where:
+                params = {k: (s["epochs"] if v == "epochs" else v) for k, v in params.items()}
+                runs.append(run_one(ctx, selector, seed, epochs=s["epochs"], settings=settings, selector_params=params,
+                                    label=label))
 
     check = None
     if name == "digits":  # the harness measures what `frugalnas train` does
@@ -427,14 +448,17 @@ def bench_dataset(name: str, work: Path, quick: bool, seeds_override: int | None
                  "equal": t["test_accuracy"] == mine["test_accuracy"] and t["images_processed"] == mine["images_processed"]}
         log(f"{name}: train_fixed check {check}")
 
-    analysis = analyse_swaps(ctx, [r for r in runs if r["label"] in ("dds", "dynamic-random", "random")], reference)
+    analysis = analyse_swaps(ctx, runs, reference)
     comparisons = [paired(runs, a, b) for a, b in [
         ("dds", "random"), ("dds", "dynamic-random"), ("dds", "random @ matched images"),
         ("dynamic-random", "random"), ("dds, no lr restart", "dynamic-random, no lr restart"),
         ("dds, no lr restart", "dds"), ("dynamic-random, no lr restart", "dynamic-random"),
         ("dds, no lr restart", "random @ matched images"),
-        ("dds, mastery 0.95", "dynamic-random, mastery 0.95"), ("dds, hardness 0.99", "dynamic-random, hardness 0.99"),
-        ("dds (plain AE)", "dds"), ("dds (untrained AE)", "dds")]]
+        ("dynamic-random, curriculum order, no updates", "random"),
+        ("dds, hardness 0.5", "dynamic-random, hardness 0.5"), ("dds, hardness 0.5", "dds"),
+        ("dds, mastery 0.95", "dynamic-random, mastery 0.95"), ("dds, mastery 0.95", "random"),
+        ("dds (plain AE)", "dds"), ("dds (triplet AE)", "dds"), ("dds (untrained AE)", "dds"),
+        ("dds (triplet AE)", "dynamic-random"), ("dds (untrained AE)", "dynamic-random")]]
     return {
         "settings": {k: v for k, v in s.items()} | {"dynamic": DYNAMIC, "arch": ARCH,
                                                    "train": {k: v for k, v in vars(TrainSettings()).items()
@@ -450,8 +474,7 @@ def bench_dataset(name: str, work: Path, quick: bool, seeds_override: int | None
         "swap_analysis": analysis,
         "train_fixed_check": check,
         "runs": [{k: v for k, v in r.items() if k not in ("swapped_in", "final_subset")} for r in runs],
-        "swapped_in": {f"{r['label']}|{r['seed']}": r["swapped_in"] for r in runs
-                       if r["label"] in ("dds", "dynamic-random")},
+        "swapped_in": {f"{r['label']}|{r['seed']}": r["swapped_in"] for r in runs if "swapped_in" in r},
         "wall_seconds": round(time.perf_counter() - started, 1),
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }, ctx
@@ -507,7 +530,8 @@ def plot_swapped(name: str, ctx: Context, result: dict, out: Path, per_class: in
     classes = np.unique(ctx.train.labels)
     fig, axes = plt.subplots(len(classes), 2 * per_class + 1, figsize=(1.0 * (2 * per_class + 1), 1.0 * len(classes)))
     for col, label in enumerate(("dds", "dynamic-random")):
-        swapped = [i for key, ids in result["swapped_in"].items() if key.split("|")[0] == label for i in ids]
+        swapped = [i for key, ids in result["swapped_in"].items() if key.split("|")[0].split(",")[0] == label
+                   for i in ids]
         values, counts = np.unique(swapped, return_counts=True)
         order = np.argsort(-counts, kind="stable")
         for ci, c in enumerate(classes):
@@ -519,11 +543,11 @@ def plot_swapped(name: str, ctx: Context, result: dict, out: Path, per_class: in
                     img = ctx.train.images[row_of[int(picks[j])]].permute(1, 2, 0).numpy()
                     ax.imshow(img.squeeze(), cmap="gray" if img.shape[2] == 1 else None, vmin=0, vmax=1)
                     ax.set_title(str(int(counts[values == picks[j]][0])), fontsize=6, pad=1)
-        axes[0, col * (per_class + 1)].set_title(f"{label}: most often swapped in (count)", fontsize=8, loc="left",
+        axes[0, col * (per_class + 1)].set_title(f"{label} (all its runs): most often swapped in (count)", fontsize=8, loc="left",
                                                    pad=10)
     for ci in range(len(classes)):
         axes[ci, per_class].axis("off")
-    fig.tight_layout(pad=0.2)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.35)
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
@@ -546,7 +570,8 @@ def render(payload: dict, interpretation: str) -> str:
                   f"`{s['arch']}`, SGD lr {s['train']['lr']} (cosine, restarted after each subset update unless said), "
                   f"batch {s['train']['batch_size']}; subset {s['subset_size']}, {s['epochs']} epochs for the subset "
                   f"selectors, {s['full_epochs']} for `full`; dds/dynamic-random: hardness {s['dynamic']['hardness']}, "
-                  f"mastery {s['dynamic']['mastery']}, warm-up {s['dynamic']['warmup_epochs']}. "
+                  f"mastery {s['dynamic']['mastery']}, warm-up {s['dynamic']['warmup_epochs']}; `dds` uses the "
+                  f"{s['dds_embedding']} autoencoder. "
                   f"Torch threads: {r['threads']['chosen']} (train images/s measured {r['threads']['images_per_s']}). "
                   f"Run at {r['when']}, {r['wall_seconds'] / 60:.1f} min.", "",
                   f"![accuracy vs images]({'selection_' + name + '_curves.png'})", "",
@@ -568,17 +593,19 @@ def render(payload: dict, interpretation: str) -> str:
             lines.append(f"| {c['a']} - {c['b']} | {c['seeds']} | {100 * c['mean']:+.1f}{std} | {c['a_wins']}/{c['seeds']} |")
         lines += ["", "Embeddings (autoencoder seed 0; knn label agreement on the held-out test split; "
                   "time = training + encoding + agreement):", "",
-                  "| embedding | AE epochs | latent | knn@5 | knn@10 | pixels knn@5 | pixels knn@10 | seconds | dds test accuracy % |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| embedding | AE epochs | latent | latent std (mean over dims) | knn@5 | knn@10 | pixels knn@5 | pixels knn@10 "
+                  "| seconds | dds test accuracy % |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         by_label = {row["label"]: row for row in r["summary"]}
         for variant, e in r["embeddings"].items():
-            row = by_label.get("dds" if variant == "triplet" else f"dds ({variant} AE)")
+            row = by_label.get("dds" if variant == s["dds_embedding"] else f"dds ({variant} AE)")
             acc = "-" if row is None else f"{pct(row['test_accuracy_mean'])} (n={row['seeds']})"
-            lines.append(f"| {variant} ({e['kind']}) | {e['epochs']} | {e['latent_dim']} | {e['knn_agreement']['5']:.3f} | "
+            lines.append(f"| {variant} ({e['kind']}) | {e['epochs']} | {e['latent_dim']} | {e['latent_std_mean']:.2g} | "
+                         f"{e['knn_agreement']['5']:.3f} | "
                          f"{e['knn_agreement']['10']:.3f} | {e['pixel_knn_agreement']['5']:.3f} | "
                          f"{e['pixel_knn_agreement']['10']:.3f} | {e['seconds']:.0f} | {acc} |")
         lines += ["", "What the dynamic selectors swap in (all seeds pooled; centroid percentile = distance to the class "
-                  "centroid in the triplet latent space, ranked within the class, 50 = typical; reference = the seed-0 "
+                  "centroid in the main dds latent space, ranked within the class, 50 = typical; reference = the seed-0 "
                   "`full` model's probability of the true label, wrong share = p < 0.5):", "",
                   "| images | n | distinct | centroid pct. | in outer 10% | pixel knn@10 agreement | reference p(true) | reference wrong share |",
                   "|---|---|---|---|---|---|---|---|"]

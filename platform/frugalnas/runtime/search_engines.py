@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from frugalnas.config import GRADIENT_STRATEGIES
-from frugalnas.errors import FrugalError
+from frugalnas.errors import ConfigError, FrugalError
 from frugalnas.registry import Registry
 
 SEARCH_ENGINES: Registry[Callable[..., dict]] = Registry("search engine")
@@ -130,6 +130,9 @@ def darts_search(*, config, space, dataset_dir: Path, out: Path, latents_path: s
         selection["latents"] = latents_path
     storage, name = out / "ray-train", "darts"
     resuming = resume and (storage / name / SNAPSHOT_FILE).exists()
+    if not resume and (storage / name).exists():
+        raise ConfigError(f"{out} already holds a DARTS search ({storage / name}): continue it with --resume, "
+                          "or choose another --out")
     if resuming:
         log(f"search: resuming the supernet from {storage / name}")
     workers = config.resources.workers
