@@ -76,6 +76,9 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
     max_concurrent = config.resources.max_concurrent_trials or capacity
     started = time.perf_counter()
     experiment_path = os.path.join(storage, run_name)
+    if not resume and os.path.exists(experiment_path):
+        raise ConfigError(f"{out} already holds a search ({experiment_path}): continue it with --resume, "
+                          "or choose another --out")
     if resume and tune.Tuner.can_restore(experiment_path):
         log(f"search: resuming {experiment_path}")
         tuner = restore_tuner(experiment_path, trainable, cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial)
