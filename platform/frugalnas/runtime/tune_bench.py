@@ -30,7 +30,7 @@ def run_with_tune(strategy, lookup, budget: int) -> list[dict]:
         tuner = tune.Tuner(
             tune.with_parameters(_look_up, lookup=lookup, space=strategy.space),
             tune_config=tune.TuneConfig(search_alg=tune.search.ConcurrencyLimiter(searcher, max_concurrent=1),
-                                        num_samples=budget),
+                                        num_samples=budget, reuse_actors=True),
             run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0))
         results = tuner.fit()
         ordered = sorted(results, key=lambda r: r.config["suggestion"])

@@ -10,6 +10,7 @@ import pickle
 from typing import Any, Callable
 
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
@@ -24,8 +25,9 @@ SCHEDULERS.register("hyperband")(lambda max_t: HyperBandScheduler(time_attr="tra
 
 
 def numeric(metrics: dict) -> dict:
-    """The numeric metrics of a Tune result (drops config, strings, booleans)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The numeric metrics a trainable reported (drops Tune's own bookkeeping, strings, booleans)."""
+    return {k: v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in AUTO_RESULT_KEYS}
 
 
 class StrategySearcher(Searcher):
@@ -114,7 +116,8 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
             scheduler=SCHEDULERS.get(scheduler)(epochs_per_candidate),
-            num_samples=searcher.budget, metric=searcher.metric, mode=searcher.mode),
+            num_samples=searcher.budget, metric=searcher.metric, mode=searcher.mode,
+            reuse_actors=True),  # a fresh worker process per trial costs seconds (benchmarks/RESULTS.md)
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                   callbacks=[TrialProgress(log, searcher.budget)] if log else [],
                                   failure_config=tune.FailureConfig(max_failures=2)),
