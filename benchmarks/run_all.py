@@ -17,6 +17,9 @@ BENCHMARKS = [
     ("furthest_neighbour.py", "furthest_neighbour"),
     ("selection.py", "selection"),
     ("searchers_nb201_like.py", "searchers"),
+    ("tune_overhead.py", "tune_overhead"),
+    ("search_cost.py", "search_cost"),
+    ("darts_selection.py", "darts_selection"),
 ]
 
 HEADER = """# Benchmark results
