@@ -59,7 +59,7 @@ from frugalnas.runtime.experiment import retrain_final  # noqa: E402
 from frugalnas.selection.factory import needs_latents  # noqa: E402
 from frugalnas.spaces import load_space  # noqa: E402
 from frugalnas.train.darts import DartsSettings, make_darts_search, split_loader  # noqa: E402
-from frugalnas.train.fixed import ensure_embedding  # noqa: E402
+from frugalnas.embed.latents import ensure_embedding  # noqa: E402
 
 SELECTORS = ("full", "random", "dynamic-random", "dds")
 # (label, selector, selection overrides). The main settings' hardness 0.9 turned out to be out of reach

@@ -66,7 +66,8 @@ from frugalnas.embed import load_latents  # noqa: E402
 from frugalnas.selection.base import balanced_subset  # noqa: E402
 from frugalnas.selection.factory import needs_latents, selector_from_settings  # noqa: E402
 from frugalnas.train.classify import TrainSettings, evaluate, recalibrate_batchnorm, train_epoch, train_with_selector  # noqa: E402
-from frugalnas.train.fixed import ensure_embedding, train_fixed  # noqa: E402
+from frugalnas.embed.latents import ensure_embedding  # noqa: E402
+from frugalnas.train.fixed import train_fixed  # noqa: E402
 from frugalnas.train.models import build_arch  # noqa: E402
 
 ARCH = "baseline:cnn"

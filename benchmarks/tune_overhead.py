@@ -29,6 +29,7 @@ import os
 import sys
 import time
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,15 @@ from common import machine, write_results  # noqa: E402
 
 from frugalnas.spaces import load_space  # noqa: E402
 from frugalnas.strategies import make_strategy  # noqa: E402
+from frugalnas.runtime.tune_bench import run_with_tune  # noqa: E402
 from frugalnas.strategies.benchmark import ENGINES, read_table, run_searcher_benchmark  # noqa: E402
 from frugalnas.strategies.synthetic import write_nb201_like_csv  # noqa: E402
 
 COMPARED = ["evolution", "predictor"]
 # tune: the platform's engine as it is; tune-reuse: the same with Tune's reuse_actors on (a proposed change)
 ENGINES_COMPARED = ("inprocess", "tune", "tune-reuse")
+# "tune": a fresh worker process per trial (Tune's default); "tune-reuse": reused workers (the platform's setting)
+ENGINE_VARIANTS = {"tune": partial(run_with_tune, reuse_actors=False), "tune-reuse": partial(run_with_tune, reuse_actors=True)}
 ALL_STRATEGIES = ["random", "evolution", "rl", "predictor", "optuna-tpe", "optuna-nsga2"]
 
 
@@ -52,33 +56,12 @@ def log(*parts) -> None:
     print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
 
 
-def run_with_tune_reusing_actors(strategy, lookup, budget: int) -> list[dict]:
-    """``frugalnas.runtime.tune_bench.run_with_tune`` with ``reuse_actors=True`` (Tune's default is False:
-    every trial starts a fresh worker process). Only here to measure that proposed change."""
-    import tempfile
-
-    from ray import tune
-
-    from frugalnas.runtime.tune_bench import _look_up
-    from frugalnas.runtime.tune_search import StrategySearcher
-
-    searcher = StrategySearcher(strategy, strategy.space, budget=budget, metric=lookup.metric, mode="max")
-    with tempfile.TemporaryDirectory(prefix="frugalnas-bench-tune-") as storage:
-        tuner = tune.Tuner(
-            tune.with_parameters(_look_up, lookup=lookup, space=strategy.space),
-            tune_config=tune.TuneConfig(search_alg=tune.search.ConcurrencyLimiter(searcher, max_concurrent=1),
-                                        num_samples=budget, reuse_actors=True),
-            run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0))
-        ordered = sorted(tuner.fit(), key=lambda r: r.config["suggestion"])
-        return [{k: r.metrics[k] for k in lookup(strategy.space.parse(r.config["arch"]))} for r in ordered]
-
-
 def one_search(name: str, seed: int, engine: str, lookup, space, budget: int) -> dict:
     """One search: the results in evaluation order, the (architecture, table values) pairs told to the
     strategy in tell order, and the wall time. (Through Tune the strategy is also told Tune's own
     bookkeeping metrics, timestamp, pid, ...; those are left out of the comparison.)"""
     strategy = make_strategy(name, space, seed=seed, objectives=[lookup.metric])
-    engine_fn = run_with_tune_reusing_actors if engine == "tune-reuse" else ENGINES.get(engine)
+    engine_fn = ENGINE_VARIANTS[engine] if engine in ENGINE_VARIANTS else ENGINES.get(engine)
     started = time.perf_counter()
     results = engine_fn(strategy, lookup, budget)
     seconds = time.perf_counter() - started

@@ -161,3 +161,19 @@ def _agreements(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float | No
     """knn_agreement at each k in AGREEMENT_KS; None where the split has too few images."""
     return {str(k): knn_agreement(vectors, labels, k) if k < len(labels) else None
             for k in AGREEMENT_KS}
+
+
+def ensure_embedding(dataset_dir: str | Path, *, kind: str, latent_dim: int, epochs: int, image_size: int,
+                     seed: int, progress: Callable[[dict], None] | None = None) -> dict:
+    """The embedding report for these settings, training the autoencoder only when no saved
+    embedding with exactly these settings exists next to the dataset."""
+    from frugalnas.data import open_dataset
+
+    report_path = open_dataset(dataset_dir).root / EMBEDDINGS_DIR / f"{embedding_name(kind, latent_dim, epochs)}.json"
+    if report_path.exists():
+        report = json.loads(report_path.read_text())
+        wanted = {"kind": kind, "latent_dim": latent_dim, "epochs": epochs, "image_size": image_size, "seed": seed}
+        if all(report.get(k) == v for k, v in wanted.items()) and Path(report["path"]).exists():
+            return report
+    return embed_dataset(dataset_dir, kind=kind, latent_dim=latent_dim, epochs=epochs, image_size=image_size,
+                         seed=seed, progress=progress)

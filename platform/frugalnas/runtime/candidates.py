@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from ray import tune
@@ -34,7 +34,6 @@ class CandidateContext:
     latents_path: str | None = None
     eval_split: str = "val"
     torch_threads: int = 1
-    extra: dict = field(default_factory=dict)
 
 
 def candidate_metrics(space, arch, num_classes: int, channels: int, image_size: int) -> dict:
@@ -75,7 +74,3 @@ def train_candidate(config: dict, context: CandidateContext) -> None:
         with tempfile.TemporaryDirectory() as folder:
             torch.save(trainer.state_dict(), os.path.join(folder, "candidate.pt"))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def context_dict(context: CandidateContext) -> dict:
-    return asdict(context)

@@ -188,7 +188,7 @@ def resolve_latents(dataset_dir: str | Path, selection: Mapping[str, Any], seed:
         if not path.exists():
             raise DataError(f"selection.latents: file {path} does not exist")
         return selection, str(path)
-    from frugalnas.train.fixed import ensure_embedding
+    from frugalnas.embed.latents import ensure_embedding
 
     embedding = {"kind": "triplet", "latent_dim": 16, "epochs": 10, "image_size": 32, **(embedding or {})}
     return selection, str(Path(ensure_embedding(dataset_dir, seed=seed, **embedding)["path"]).resolve())

@@ -89,7 +89,7 @@ def autoencoder_size(image_size: int | None) -> int:
 def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> dict | None:
     if not needs_latents(config.selection.policy):
         return None
-    from frugalnas.train.fixed import ensure_embedding
+    from frugalnas.embed.latents import ensure_embedding
 
     settings = config.embedding
     size = settings.image_size or autoencoder_size(open_dataset(dataset_dir).card["image_size"])

@@ -19,8 +19,11 @@ def _look_up(config: dict, lookup, space) -> None:
 
 
 @ENGINES.register("tune")
-def run_with_tune(strategy, lookup, budget: int) -> list[dict]:
-    """One search as a Tune experiment (concurrency 1); results in evaluation order."""
+def run_with_tune(strategy, lookup, budget: int, *, reuse_actors: bool = True) -> list[dict]:
+    """One search as a Tune experiment (concurrency 1); results in evaluation order.
+
+    ``reuse_actors=False`` (Tune's own default) starts a fresh worker process per trial: seconds
+    per evaluation here, kept only so the benchmark can measure it."""
     import ray
 
     if not ray.is_initialized():
@@ -30,7 +33,7 @@ def run_with_tune(strategy, lookup, budget: int) -> list[dict]:
         tuner = tune.Tuner(
             tune.with_parameters(_look_up, lookup=lookup, space=strategy.space),
             tune_config=tune.TuneConfig(search_alg=tune.search.ConcurrencyLimiter(searcher, max_concurrent=1),
-                                        num_samples=budget, reuse_actors=True),
+                                        num_samples=budget, reuse_actors=reuse_actors),
             run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0))
         results = tuner.fit()
         ordered = sorted(results, key=lambda r: r.config["suggestion"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -45,7 +45,6 @@ class EpochResult:
     subset_updates: int
     seconds: float
     eval_accuracy: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageSplit, ids: np.ndarray,

@@ -6,7 +6,6 @@ the number of images processed.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,27 +15,11 @@ import torch
 
 from frugalnas.data.store import open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
+from frugalnas.embed.latents import ensure_embedding
 from frugalnas.errors import ConfigError, DataError
 from frugalnas.selection.factory import needs_latents, selector_from_settings
 from frugalnas.train.classify import EpochResult, TrainSettings, evaluate, train_with_selector
 from frugalnas.train.models import build_arch
-
-
-def ensure_embedding(dataset_dir: str | Path, *, kind: str, latent_dim: int, epochs: int, image_size: int,
-                     seed: int, progress: Callable[[dict], None] | None = None) -> dict:
-    """The embedding report for these settings, training the autoencoder only when no saved
-    embedding with exactly these settings exists next to the dataset."""
-    from frugalnas.embed import embed_dataset
-    from frugalnas.embed.latents import embedding_name
-
-    report_path = open_dataset(dataset_dir).root / "embeddings" / f"{embedding_name(kind, latent_dim, epochs)}.json"
-    if report_path.exists():
-        report = json.loads(report_path.read_text())
-        wanted = {"kind": kind, "latent_dim": latent_dim, "epochs": epochs, "image_size": image_size, "seed": seed}
-        if all(report.get(k) == v for k, v in wanted.items()) and Path(report["path"]).exists():
-            return report
-    return embed_dataset(dataset_dir, kind=kind, latent_dim=latent_dim, epochs=epochs, image_size=image_size,
-                         seed=seed, progress=progress)
 
 
 def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", subset_size: int = 100,
