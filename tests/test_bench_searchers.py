@@ -172,7 +172,11 @@ def test_tune_engine_gives_the_inprocess_results(table, ray_session):
     kwargs = dict(arch_column="arch", metric_column="accuracy", strategies=["evolution", "optuna-tpe"],
                   budget=6, seeds=1, budgets_report=(3, 6))
     inprocess = run_searcher_benchmark(table, engine="inprocess", **kwargs)
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
     through_tune = run_searcher_benchmark(table, engine="tune", **kwargs)
+    assert signal.getsignal(signal.SIGINT) is handler  # Tune's Ctrl+C handler does not outlive the search
     for name in kwargs["strategies"]:
         assert inprocess["strategies"][name]["curve_mean"] == through_tune["strategies"][name]["curve_mean"]
         assert inprocess["strategies"][name]["final_best"] == through_tune["strategies"][name]["final_best"]

@@ -113,3 +113,33 @@ def test_interrupted_search_resumes_without_repeating_and_matches_uninterrupted(
     assert archs_a == archs_b
     assert a["best_arch"] == b["best_arch"]
     assert {t["arch"]: t["accuracy"] for t in a["trials"]} == {t["arch"]: t["accuracy"] for t in b["trials"]}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_last_candidate_is_reported_as_interrupted(tmp_path):
+    """The interrupt arrives while the last candidate trains: fit() returns all trials, and the run
+    must still say it was interrupted (not derive and retrain from an incomplete search)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = {**TINY, "selection": {"policy": "full"},
+              "search": {"strategy": "random", "budget": 3, "scheduler": "fifo", "epochs_per_candidate": 100}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "frugalnas.cli", "run", str(path), "--out", str(tmp_path / "out")]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, stdout=subprocess.DEVNULL)
+    deadline, seen = time.time() + 600, []
+    for line in run.stderr:
+        seen.append(line)
+        if "candidate 2/3" in line or time.time() > deadline:
+            break
+    time.sleep(3)  # the third (last) candidate is training now: 100 full epochs take far longer
+    run.send_signal(signal.SIGINT)
+    rest = run.communicate(timeout=300)[1]
+    assert run.returncode == 2, "".join(seen) + rest
+    assert "--resume" in rest and "after 2 of 3 candidates" in rest
+    assert not (tmp_path / "out" / "summary.json").exists()

@@ -29,6 +29,7 @@ def trial_table(results, metric: str = "accuracy") -> list[dict]:
         metrics = result.metrics or {}
         rows.append({
             "arch": result.config.get("arch"),
+            "suggestion": result.config.get("suggestion"),
             "accuracy": metrics.get(metric),
             "params": metrics.get("params"),
             "flops": metrics.get("flops"),
@@ -43,14 +44,15 @@ def trial_table(results, metric: str = "accuracy") -> list[dict]:
 
 @SEARCH_ENGINES.register("tune")
 def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: str | None, resume: bool,
-                log: Callable[[str], None]) -> dict:
+                log: Callable[[str], None], tracker=None) -> dict:
     import os
 
     from ray import tune
 
     from frugalnas.data.store import open_dataset
     from frugalnas.runtime.candidates import CandidateContext, candidate_metrics, train_candidate
-    from frugalnas.runtime.tune_search import StrategySearcher, make_tuner, restore_tuner
+    from frugalnas.runtime.tracking import CandidateTracking
+    from frugalnas.runtime.tune_search import StrategySearcher, fit_keeping_sigint, make_tuner, restore_tuner
     from frugalnas.strategies import make_strategy
 
     card = open_dataset(dataset_dir).card
@@ -86,9 +88,9 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
         tuner = make_tuner(trainable, searcher, scheduler=config.search.scheduler,
                            epochs_per_candidate=config.search.epochs_per_candidate, max_concurrent=max_concurrent,
                            cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial, storage_path=storage,
-                           name=run_name, log=log)
-    results = tuner.fit()
-    finished_trials = results.num_terminated + results.num_errors
+                           name=run_name, log=log, callbacks=[CandidateTracking(tracker, space)] if tracker else [])
+    results = fit_keeping_sigint(tuner)
+    finished_trials = saved_finished_trials(experiment_path)
     if finished_trials < len(results) or len(results) < min(config.search.budget, space.size()):
         raise SearchInterrupted(
             f"search stopped after {finished_trials} of {config.search.budget} candidates; its state is saved in "
@@ -105,6 +107,18 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
             "search_engine": "tune", "scheduler": config.search.scheduler, "max_concurrent_trials": max_concurrent}
 
 
+def saved_finished_trials(experiment_path: str) -> int:
+    """Trials that ended (terminated or errored) in the experiment state Tune saved.
+
+    After a Ctrl+C, the ``ResultGrid`` of ``fit()`` marks the trials that were still running as
+    terminated, so a search interrupted during its last candidates would look complete; the state
+    saved before clean-up still says which trials had not finished."""
+    from ray import tune
+
+    trials = tune.ExperimentAnalysis(experiment_path).trials
+    return sum(trial.status in ("TERMINATED", "ERROR") for trial in trials)
+
+
 def strategy_front(results, space, config) -> list:
     """The Pareto front over the objectives of the trials' final metrics (single objective: empty)."""
     if len(config.search.objectives) < 2:
@@ -118,7 +132,7 @@ def strategy_front(results, space, config) -> list:
 
 @SEARCH_ENGINES.register("ray-train")
 def darts_search(*, config, space, dataset_dir: Path, out: Path, latents_path: str | None, resume: bool,
-                 log: Callable[[str], None]) -> dict:
+                 log: Callable[[str], None], tracker=None) -> dict:
     """DARTS (first order: ``darts``; second order, unrolled: ``darts-2nd``) on Ray Train with
     ``resources.workers`` data-parallel workers. ``search.epochs_per_candidate`` is the number of
     supernet epochs (the supernet is the one candidate); ``search.params`` holds any other
@@ -146,10 +160,17 @@ def darts_search(*, config, space, dataset_dir: Path, out: Path, latents_path: s
                               use_gpu=config.resources.gpus_per_trial > 0 or None)
     for record in result["history"]:
         log(f"  supernet epoch {record.get('epoch')}: {record.get('genotype')}")
+    if tracker:
+        from frugalnas.data.store import open_dataset
+        from frugalnas.track.experiment import log_darts_epochs
+
+        card = open_dataset(dataset_dir).card
+        log_darts_epochs(tracker, space, result["history"], len(card["classes"]), card["channels"],
+                         card["image_size"] or 32)
     return {"best_arch": result["genotype"],
             "images_processed": result["images_processed"] + result["arch_images_processed"],
             "weight_images_processed": result["images_processed"],
             "arch_images_processed": result["arch_images_processed"],
             "subset_updates": result["subset_updates"], "wall_seconds": result["wall_seconds"],
             "search_engine": "ray-train", "workers": workers, "alphas": result["alphas"],
-            "history": result["history"]}
+            "history": result["history"], "selector_history": result.get("selector_history")}

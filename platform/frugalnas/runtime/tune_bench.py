@@ -10,7 +10,7 @@ import tempfile
 
 from ray import tune
 
-from frugalnas.runtime.tune_search import StrategySearcher
+from frugalnas.runtime.tune_search import StrategySearcher, fit_keeping_sigint
 from frugalnas.strategies.benchmark import ENGINES
 
 
@@ -35,6 +35,6 @@ def run_with_tune(strategy, lookup, budget: int, *, reuse_actors: bool = True) -
             tune_config=tune.TuneConfig(search_alg=tune.search.ConcurrencyLimiter(searcher, max_concurrent=1),
                                         num_samples=budget, reuse_actors=reuse_actors),
             run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0))
-        results = tuner.fit()
+        results = fit_keeping_sigint(tuner)
         ordered = sorted(results, key=lambda r: r.config["suggestion"])
         return [{k: r.metrics[k] for k in lookup(strategy.space.parse(r.config["arch"]))} for r in ordered]

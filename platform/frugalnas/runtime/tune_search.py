@@ -7,6 +7,8 @@ experiment checkpoints so ``Tuner.restore`` resumes the search without proposing
 from __future__ import annotations
 
 import pickle
+import signal
+import threading
 from typing import Any, Callable
 
 from ray import tune
@@ -108,7 +110,7 @@ class TrialProgress(tune.Callback):
 
 def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_per_candidate: int,
                max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, storage_path: str,
-               name: str, log: Callable[[str], None] | None = None) -> tune.Tuner:
+               name: str, log: Callable[[str], None] | None = None, callbacks: list | tuple = ()) -> tune.Tuner:
     """A Tuner running ``trainable`` over the searcher's suggestions with the named scheduler."""
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     return tune.Tuner(
@@ -119,9 +121,20 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
             num_samples=searcher.budget, metric=searcher.metric, mode=searcher.mode,
             reuse_actors=True),  # a fresh worker process per trial costs seconds (benchmarks/RESULTS.md)
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  callbacks=[TrialProgress(log, searcher.budget)] if log else [],
+                                  callbacks=([TrialProgress(log, searcher.budget)] if log else []) + list(callbacks),
                                   failure_config=tune.FailureConfig(max_failures=2)),
     )
+
+
+def fit_keeping_sigint(tuner):
+    """``tuner.fit()``, then put back the Ctrl+C handler Tune replaces (it leaves its own installed
+    when nothing interrupts the search, and a later Ctrl+C would then be swallowed)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return tuner.fit()
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def restore_tuner(path: str, trainable, *, cpus_per_trial: float, gpus_per_trial: float) -> tune.Tuner:
