@@ -78,8 +78,11 @@ class OutputConfig(Section):
 
 
 class TrackingConfig(Section):
-    uri: Optional[str] = None
-    experiment: Optional[str] = None
+    enabled: bool = Field(True, description="record the experiment in MLflow")
+    uri: Optional[str] = Field(None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else an embedded "
+                               "SQLite store in OUT/mlflow/")
+    experiment: Optional[str] = Field(None, description="MLflow experiment and registered model name; default: name")
+    register_model: bool = Field(True, description="register the final model in the MLflow model registry")
 
 
 class ExperimentConfig(Section):

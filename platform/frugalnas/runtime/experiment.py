@@ -122,19 +122,46 @@ def retrain_final(config: ExperimentConfig, space, arch, dataset_dir: Path, log:
 
 def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, resume: bool = False,
                    log: Log = print) -> dict:
-    """Run the whole experiment; returns the summary (also written to ``OUT/summary.json``)."""
-    from frugalnas.runtime.search_engines import SEARCH_ENGINES, engine_for
+    """Run the whole experiment; returns the summary (also written to ``OUT/summary.json``).
+
+    With ``tracking.enabled`` (the default) the tracking store is checked first, so a server that is
+    down fails the run before any training; the run is then recorded in MLflow as it goes."""
+    from frugalnas.runtime.search_engines import SearchInterrupted
+    from frugalnas.track.experiment import start_tracking
 
     started = time.perf_counter()
     out = output_dir(config, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    tracker = start_tracking(config, out, resume=resume, log=log)
+    try:
+        summary = _run_tracked(config, out, resume, log, tracker, started)
+    except (SearchInterrupted, KeyboardInterrupt):
+        if tracker:
+            tracker.finish("KILLED")
+        raise
+    except BaseException as error:
+        if tracker:
+            tracker.finish("FAILED", f"{type(error).__name__}: {error}")
+        raise
+    if tracker:
+        tracker.finish("FINISHED")
+    return summary
+
+
+def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tracker, started: float) -> dict:
+    from frugalnas.runtime.search_engines import SEARCH_ENGINES, engine_for
+
     dataset_dir = prepare_dataset(config, out, log)
     card = open_dataset(dataset_dir).card
     if "val" not in card["splits"]:
         raise ConfigError(f"the search scores candidates on a val split, and {dataset_dir} has none: "
                           "set dataset.val_fraction > 0")
     embedding = prepare_embedding(config, dataset_dir, log)
+    if tracker:
+        from frugalnas.track.experiment import log_dataset
+
+        log_dataset(tracker, dataset_dir, embedding)
     name, overrides = config.space_spec()
     space = load_space(name, overrides or None)
     engine = engine_for(config.search.strategy)
@@ -142,13 +169,26 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
     budget = "" if engine == "ray-train" else f", budget {config.search.budget}"
     log(f"search: {config.search.strategy} ({engine}) over {name}, selection {config.selection.policy}{budget}")
     search = SEARCH_ENGINES.get(engine)(config=config, space=space, dataset_dir=dataset_dir, out=out,
-                                        latents_path=embedding and embedding["path"], resume=resume, log=log)
+                                        latents_path=embedding and embedding["path"], resume=resume, log=log,
+                                        tracker=tracker)
+    if tracker:
+        from frugalnas.track.experiment import log_search
+
+        log_search(tracker, config, search)
     best = space.parse(search["best_arch"])
     log(f"best architecture: {search['best_arch']}")
     log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
     final = retrain_final(config, space, best, dataset_dir, log)
     model = final.pop("model")
     torch.save(model.state_dict(), out / "final_model.pt")
+    tracking = None
+    if tracker:
+        from frugalnas.track.experiment import experiment_name, log_final
+
+        version = log_final(tracker, config, space, best, model, final)
+        tracking = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
+                    "experiment": experiment_name(config), "experiment_id": tracker.experiment_id,
+                    "run_id": tracker.parent_run_id, "registered_model_version": version}
     summary = {
         "experiment": config.name,
         "strategy": config.search.strategy,
@@ -164,9 +204,15 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
         "embedding": embedding and {k: embedding[k] for k in ("kind", "latent_dim", "knn_agreement",
                                                                "pixel_knn_agreement", "path")},
         "output_dir": str(out),
-        **{k: v for k, v in search.items() if k not in ("best_arch", "images_processed", "wall_seconds")},
+        "tracking": tracking,
+        **{k: v for k, v in search.items()
+           if k not in ("best_arch", "images_processed", "wall_seconds", "selector_history")},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    if tracker:
+        from frugalnas.track.experiment import log_summary
+
+        log_summary(tracker, out / "summary.json")
     return summary
 
 

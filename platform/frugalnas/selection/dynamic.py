@@ -22,6 +22,8 @@ from frugalnas.selection.base import (
 
 #: Growth of the mastery threshold per curriculum stage: m_i = m0 * (1 + 0.35 i), capped at 1.
 CURRICULUM_GROWTH = 0.35
+#: Bins of the per-epoch hardness histogram of the subset kept in the history (for plots).
+HARDNESS_BINS = 10
 #: A wrong prediction's confidence counts this much towards hardness (so wrong = hard).
 WRONG_WEIGHT = 0.1
 
@@ -211,6 +213,8 @@ class DynamicSelector(Selector):
             self._scores[i] = h
         record = self.history[-1]
         record["n_easy"] = len(self._easy())
+        scored = [self._scores[i] for i in self._members if i in self._scores]
+        record["hardness_histogram"] = np.histogram(scored, bins=HARDNESS_BINS, range=(0.0, 1.0))[0].tolist()
         record["mastered"] = (
             record["train_accuracy"] is not None
             and record["train_accuracy"] >= record["mastery_threshold"]

@@ -751,4 +751,5 @@ def summarize(search: DartsSearch, records: Iterable[dict] | None = None) -> dic
         "arch_images_processed": search.arch_images_processed,
         "subset_updates": search.selector.subset_updates,
         "history": history,
+        "selector_history": search.selector.history,
     }

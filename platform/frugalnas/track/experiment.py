@@ -1,0 +1,129 @@
+"""What ``frugalnas run`` records in MLflow, step by step: the parent run and its config before any
+training, the search's candidates and plots after the search, the final model at the end."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from frugalnas.track.location import check_reachable, resolve_location
+from frugalnas.track.runs import ExperimentTracker, arch_params, flatten, log_table
+
+Log = Callable[[str], None]
+
+
+def experiment_name(config) -> str:
+    return config.tracking.experiment or config.name
+
+
+def start_tracking(config, out: Path, *, resume: bool, log: Log) -> ExperimentTracker | None:
+    """Check the tracking store (fail fast) and open the experiment's parent run; None when
+    ``tracking.enabled`` is false."""
+    if not config.tracking.enabled:
+        return None
+    location = resolve_location(config.tracking.uri, out)
+    check_reachable(location)
+    name, _ = config.space_spec()
+    tracker = ExperimentTracker.start(
+        location, experiment_name(config), out, resume=resume, run_name=config.name,
+        tags={"strategy": config.search.strategy, "selector": config.selection.policy, "space": name},
+        params=flatten(config.model_dump(mode="json")))
+    tracker.log_file(tracker.parent_run_id, out / "config.json")
+    shown = f"embedded store {location.uri}" if location.embedded else location.uri
+    log(f"tracking: MLflow experiment {experiment_name(config)!r}, run {tracker.parent_run_id} ({shown})")
+    return tracker
+
+
+def log_dataset(tracker: ExperimentTracker, dataset_dir: Path, embedding: dict | None) -> None:
+    tracker.log_file(tracker.parent_run_id, Path(dataset_dir) / "dataset.json", "dataset")
+    if embedding:
+        tracker.log_dict(tracker.parent_run_id, embedding, "dataset/embedding.json")
+        tracker.log_metrics(tracker.parent_run_id, {"embedding_knn_agreement_5": embedding["knn_agreement"]["5"],
+                                                    "pixel_knn_agreement_5": embedding["pixel_knn_agreement"]["5"]})
+
+
+def log_selector_history(tracker: ExperimentTracker, run_id: str, history: list[dict] | None, title: str) -> None:
+    """A selector's epoch records as JSON and as the membership / hardness plot."""
+    from frugalnas.track.plots import selector_history_plot
+
+    if not history:
+        return
+    tracker.log_dict(run_id, history, "selection/history.json")
+    tracker.log_figure(run_id, selector_history_plot(history, title), "selection/history.png")
+
+
+def log_darts_epochs(tracker: ExperimentTracker, space, history: list[dict], num_classes: int, channels: int,
+                     image_size: int) -> None:
+    """Each supernet epoch's derived architecture as a candidate run (DARTS has no separate trials)."""
+    for record in history:
+        arch = space.parse(record["genotype"])
+        run_id = tracker.candidate_run(f"epoch-{record['epoch']}", name=f"epoch-{record['epoch'] + 1:03d}",
+                                       arch=record["genotype"], params=arch_params(space, arch))
+        metrics = {k: record[k] for k in ("train_accuracy", "train_loss", "arch_accuracy", "arch_loss",
+                                          "images_processed", "arch_images_processed", "subset_updates", "seconds")
+                   if record.get(k) is not None}
+        if record.get("arch_accuracy") is not None:
+            metrics["accuracy"] = record["arch_accuracy"]  # the supernet's accuracy on the held-out arch split
+        metrics["params"] = space.count_params(arch, num_classes, channels)
+        metrics["flops"] = space.count_flops(arch, num_classes, channels, image_size)
+        tracker.log_metrics(run_id, metrics, step=record["epoch"] + 1)
+        tracker.end_run(run_id)
+
+
+def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) -> None:
+    """The search's outcome on the parent run: leaderboard, search curve, accuracy/size front."""
+    from frugalnas.track.plots import pareto_plot, search_curve
+
+    parent = tracker.parent_run_id
+    trials = search.get("trials") or []
+    tracker.set_tags(parent, {"frugalnas.best_arch": search["best_arch"]})
+    tracker.log_metrics(parent, {"search_images_processed": search["images_processed"],
+                                 "search_wall_seconds": search["wall_seconds"],
+                                 "candidates": len(trials) or len(search.get("history") or [])})
+    if trials:
+        finished = [t["accuracy"] for t in trials if t["accuracy"] is not None]
+        if finished:
+            tracker.log_metrics(parent, {"best_val_accuracy": max(finished)})
+        log_table(tracker, parent, trials, "search/leaderboard.csv")
+        ordered = sorted(trials, key=lambda t: t.get("suggestion") or 0)
+        title = f"{config.search.strategy} + {config.selection.policy}"
+        tracker.log_figure(parent, search_curve([t["accuracy"] for t in ordered],
+                                                [t["images_processed"] or 0 for t in ordered], title),
+                           "search/search_curve.png")
+        front = search.get("pareto_front") or accuracy_size_front(trials)
+        tracker.log_figure(parent, pareto_plot(trials, front, f"{title}: accuracy against parameters"),
+                           "search/pareto_front.png")
+        tracker.log_dict(parent, list(front), "search/pareto_front.json")
+    if search.get("history"):
+        tracker.log_dict(parent, search["history"], "search/supernet_history.json")
+    if search.get("selector_history"):
+        log_selector_history(tracker, parent, search["selector_history"], "supernet's selector")
+
+
+def accuracy_size_front(trials: list[dict]) -> list[dict]:
+    """Candidates no other one beats on both accuracy (higher) and parameters (fewer)."""
+    rows = [t for t in trials if t.get("accuracy") is not None and t.get("params") is not None]
+    return [t for t in rows if not any(
+        o["accuracy"] >= t["accuracy"] and o["params"] <= t["params"]
+        and (o["accuracy"] > t["accuracy"] or o["params"] < t["params"]) for o in rows)]
+
+
+def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Mapping[str, Any]) -> str | None:
+    """The retrained model: metrics, architecture file, the model itself, its registry version."""
+    parent = tracker.parent_run_id
+    tracker.log_metrics(parent, {k: v for k, v in final.items() if k.startswith("final_")})
+    name, overrides = config.space_spec()
+    tracker.log_dict(parent, {"space": name, "space_settings": space.config.model_dump(mode="json"),
+                              "arch": str(arch), "choices": arch_params(space, arch)}, "model/architecture.json")
+    tracker.log_params(parent, {"best_" + k: v for k, v in arch_params(space, arch).items()})
+    version = tracker.log_model(model, registered_name=experiment_name(config) if config.tracking.register_model
+                                else None)
+    if version:
+        tracker.set_tags(parent, {"frugalnas.registered_model": f"{experiment_name(config)}/{version}"})
+    return version
+
+
+def log_summary(tracker: ExperimentTracker, summary_path: Path) -> None:
+    tracker.log_file(tracker.parent_run_id, summary_path)
+    summary = json.loads(Path(summary_path).read_text())
+    tracker.log_metrics(tracker.parent_run_id, {"total_wall_seconds": summary["total_wall_seconds"]})

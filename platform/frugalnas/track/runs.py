@@ -1,0 +1,210 @@
+"""An experiment in MLflow: one parent run, a nested child run per candidate, artifacts, the model.
+
+:class:`ExperimentTracker` wraps ``MlflowClient`` with explicit run ids (no global "active run"),
+so the Tune callback on the driver can keep many candidate runs open at once. It pickles to its
+ids and URI (Tune saves its callbacks with the experiment), and finds existing runs again by tag,
+so a resumed search keeps logging into the runs it started.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from frugalnas.track.location import TrackingLocation
+
+ROLE_TAG = "frugalnas.role"
+CANDIDATE_TAG = "frugalnas.candidate"  # the candidate's stable key (Tune trial id, DARTS epoch)
+ARCH_TAG = "frugalnas.arch"
+STATE_FILE = "tracking.json"  # in the output folder: which parent run a resumed experiment continues
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values (as JSON)."""
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+    return flat
+
+
+class ExperimentTracker:
+    """The MLflow side of one experiment (see the module docstring)."""
+
+    def __init__(self, location: TrackingLocation, experiment_id: str, parent_run_id: str, tags: dict[str, str]):
+        self.location, self.experiment_id, self.parent_run_id = location, experiment_id, parent_run_id
+        self.tags = dict(tags)  # strategy, selector, space: on every run
+        self._client = None
+        self._candidates: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    @classmethod
+    def start(cls, location: TrackingLocation, experiment: str, out: Path, *, run_name: str, tags: dict[str, str],
+              params: Mapping[str, Any], resume: bool) -> "ExperimentTracker":
+        """Create (or, resuming, reopen) the experiment's parent run and log its config."""
+        import mlflow
+
+        client = mlflow.MlflowClient(location.uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            experiment_id = client.create_experiment(experiment, artifact_location=location.artifact_location)
+        else:
+            experiment_id = found.experiment_id
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment_id)
+        state_path = Path(out) / STATE_FILE
+        parent = None
+        if resume and state_path.exists():
+            state = json.loads(state_path.read_text())
+            if state.get("uri") == location.uri and state.get("experiment_id") == experiment_id:
+                parent = state["parent_run_id"]
+                client.update_run(parent, status="RUNNING")
+        tracker = cls(location, experiment_id, parent or "", tags)
+        tracker._client = client
+        if parent is None:
+            run = client.create_run(experiment_id, run_name=run_name, tags={**tags, ROLE_TAG: "experiment"})
+            tracker.parent_run_id = run.info.run_id
+            tracker.log_params(tracker.parent_run_id, params)
+            state_path.write_text(json.dumps({"uri": location.uri, "experiment_id": experiment_id,
+                                              "parent_run_id": tracker.parent_run_id}, indent=2) + "\n")
+        return tracker
+
+    @property
+    def client(self):
+        if self._client is None:
+            import mlflow
+
+            self._client = mlflow.MlflowClient(self.location.uri)
+        return self._client
+
+    def __getstate__(self):  # what Tune pickles with the experiment: ids, not connections
+        return {**self.__dict__, "_client": None}
+
+    # ------------------------------------------------------------------ candidates
+
+    def candidate_run(self, key: str, *, name: str, arch: str, params: Mapping[str, Any]) -> str:
+        """The child run of candidate ``key``: found again by tag, or created with its params."""
+        if key in self._candidates:
+            return self._candidates[key]
+        existing = self.client.search_runs(
+            [self.experiment_id], max_results=1,
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.`{CANDIDATE_TAG}` = '{key}'")
+        if existing:
+            run_id = existing[0].info.run_id
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags={
+                **self.tags, ROLE_TAG: "candidate", CANDIDATE_TAG: key, ARCH_TAG: arch,
+                "mlflow.parentRunId": self.parent_run_id})
+            run_id = run.info.run_id
+            self.log_params(run_id, {**params, **self.tags})
+        self._candidates[key] = run_id
+        return run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+        if error:
+            self.client.set_tag(run_id, "frugalnas.error", error[:5000])
+        self.client.set_terminated(run_id, status=status)
+
+    # ------------------------------------------------------------------ logging
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items() if v is not None]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
+    def log_dict(self, run_id: str, data: Any, path: str) -> None:
+        self.client.log_dict(run_id, data, path)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_figure(self, run_id: str, figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, path)
+        plt.close(figure)
+
+    def log_file(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def log_model(self, model, *, registered_name: str | None) -> str | None:
+        """The trained model as an ``mlflow.pytorch`` model of the parent run, registered under
+        ``registered_name``; returns the registered version (None when not registered)."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.location.uri)
+        try:
+            with mlflow.start_run(run_id=self.parent_run_id, nested=mlflow.active_run() is not None):
+                # pickle, not MLflow 3's default pt2 export, which needs an input example and loads
+                # back as a GraphModule instead of the nn.Module that was trained
+                info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                                registered_model_name=registered_name)
+        finally:
+            mlflow.set_tracking_uri(previous)
+        self.client.update_run(self.parent_run_id, status="RUNNING")  # start_run's exit ended it
+        version = getattr(info, "registered_model_version", None)
+        return None if version is None else str(version)
+
+    def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
+        self.end_run(self.parent_run_id, status, error)
+
+    # ------------------------------------------------------------------ reading back
+
+    def candidate_runs(self) -> list:
+        return self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+                                       max_results=5000)
+
+
+def arch_params(space, arch) -> dict[str, str]:
+    """The architecture's decisions as params (``arch.<decision>``): what the compare view lines up."""
+    return {f"arch.{param_name(name)}": str(options[i])
+            for (name, options), i in zip(space.choices(), space.to_choices(arch))}
+
+
+def param_name(text: str) -> str:
+    """``text`` in the characters MLflow allows in names (cell edges are named like ``2<-1``)."""
+    return re.sub(r"[^\w\-. :/]", "_", text.replace("<-", "-from-"))
+
+
+def log_table(tracker: ExperimentTracker, run_id: str, rows: Iterable[Mapping[str, Any]], path: str) -> None:
+    """A list of flat dicts as a CSV artifact (the leaderboard)."""
+    import csv
+
+    rows = list(rows)
+    if not rows:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / Path(path).name
+        with file.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        tracker.log_file(run_id, file, str(Path(path).parent) if Path(path).parent != Path(".") else None)
