@@ -305,6 +305,35 @@ def demo(out, epochs, subset_size):
     click.echo(f"outputs in {out.resolve()} (dataset/, dataset/embeddings/, demo.json)")
 
 
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder of an experiment (the one `frugalnas run` wrote) "
+                   "[default: the subfolder of runs/ whose MLflow store changed last].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0 to reach the UI from other machines).")
+@click.option("--port", type=int, default=5000, show_default=True, help="Port to listen on.")
+@user_errors
+def ui(out, host, port):
+    """Open an experiment's MLflow UI: runs, metrics, the candidates side by side, the model.
+
+    An experiment run without a tracking server keeps its MLflow store in its output folder
+    (OUT/mlflow/mlflow.db and OUT/mlflow/artifacts). This serves that store with `mlflow server`
+    in the foreground, prints the address and the experiment's page, and stops on Ctrl+C.
+
+    Not needed when you track to an MLflow server (tracking.uri in the config, or the
+    MLFLOW_TRACKING_URI environment variable): open that server's UI instead.
+    """
+    import sys
+
+    from frugalnas.track.ui import find_store, newest_store, serve
+
+    store = find_store(out) if out is not None else newest_store("runs")
+    code = serve(store, host=host, port=port, echo=click.echo)
+    if code:
+        click.echo(f"frugalnas: error: mlflow server exited with code {code} (its messages are above)", err=True)
+        sys.exit(1)
+
+
 def _attach_commands() -> None:
     """Commands defined next to their feature (they import helpers from this module)."""
     from frugalnas.strategies.cli_bench import bench_searchers_command
