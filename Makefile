@@ -23,8 +23,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	@touch $(STAMP)
 
+# The quickstart: DDS-NAS with regularized evolution and ASHA on the built-in digits, tracked in MLflow.
+DEMO_OUT ?= runs/quickstart
 demo: $(STAMP)
-	$(BIN)/frugalnas demo --out runs/demo
+	@if [ -e $(DEMO_OUT)/summary.json ]; then \
+	  echo "$(DEMO_OUT) already holds a finished quickstart: compare its runs with"; \
+	  echo "  $(BIN)/frugalnas ui --out $(DEMO_OUT)"; \
+	  echo "or run it again elsewhere: make demo DEMO_OUT=runs/quickstart-2"; exit 2; fi
+	$(BIN)/frugalnas run jobs/quickstart.yaml --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)

@@ -40,6 +40,22 @@ def test_run_darts_with_dds_derives_retrains_and_reports(tmp_path, ray_session):
     assert summary["search_images_processed"] == summary["weight_images_processed"] + summary["arch_images_processed"]
     assert 0 <= summary["final_test_accuracy"] <= 1
 
+    # tracked in the embedded store: each supernet epoch's derived architecture is a candidate run
+    import mlflow
+
+    client = mlflow.MlflowClient(summary["tracking"]["uri"])
+    assert summary["tracking"]["embedded"] and (tmp_path / "out" / "mlflow" / "mlflow.db").exists()
+    parent = client.get_run(summary["tracking"]["run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["strategy"] == "darts"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["epoch-001", "epoch-002", "epoch-003"]
+    by_name = {r.info.run_name: r for r in children}
+    assert by_name["epoch-003"].data.tags["frugalnas.arch"] == summary["history"][-1]["genotype"]
+    assert by_name["epoch-003"].data.metrics["images_processed"] == summary["history"][-1]["images_processed"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "selection")}
+    assert {"selection/history.json", "selection/history.png"} <= artifacts
+
 
 def test_darts_needs_a_cell_space(tmp_path):
     config = {**TINY_DARTS, "space": "mobilenet"}

@@ -258,6 +258,15 @@ def _print_summary(summary: dict) -> None:
                f"({summary['strategy']}, selection {summary['selection']})")
     click.echo(f"final: test accuracy {summary['final_test_accuracy']:.4f}, {summary['final_params']:,} parameters")
     click.echo(f"outputs in {summary['output_dir']} (summary.json, final_model.pt)")
+    tracking = summary.get("tracking")
+    if tracking:
+        registered = tracking.get("registered_model_version")
+        model = f"; model registered as {tracking['experiment']!r} version {registered}" if registered else ""
+        click.echo(f"MLflow: experiment {tracking['experiment']!r}, run {tracking['run_id']}{model}")
+        if tracking["embedded"]:
+            click.echo(f"compare the candidates in the MLflow UI:  frugalnas ui --out {summary['output_dir']}")
+        else:
+            click.echo(f"compare the candidates in the MLflow UI at {tracking['uri']}")
 
 
 @cli.command()

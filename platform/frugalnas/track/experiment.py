@@ -70,11 +70,31 @@ def log_darts_epochs(tracker: ExperimentTracker, space, history: list[dict], num
         tracker.end_run(run_id)
 
 
+def describe_experiment(tracker: ExperimentTracker, run_name: str) -> None:
+    """Put a link on the experiment page that opens this run's candidates side by side.
+
+    The experiment description (tag ``mlflow.note.content``) is shown on MLflow's experiment page,
+    so comparing the candidates is one click from there; it names the latest run."""
+    from frugalnas.track.ui import compare_runs_fragment
+
+    candidates = tracker.candidate_runs()
+    if not candidates:
+        return
+    link = compare_runs_fragment([r.info.run_id for r in candidates], [tracker.experiment_id])
+    text = (f"**[Compare the {len(candidates)} candidates of run {run_name} side by side]({link})** "
+            f"(accuracy, images processed, params, strategy, selector, architecture choices).\n\n"
+            f"Candidates are nested under their experiment run `{tracker.parent_run_id}`; sorting the runs "
+            "table by a metric lists them all.")
+    tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", text)
+    tracker.set_tags(tracker.parent_run_id, {"mlflow.note.content": text})
+
+
 def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) -> None:
     """The search's outcome on the parent run: leaderboard, search curve, accuracy/size front."""
     from frugalnas.track.plots import pareto_plot, search_curve
 
     parent = tracker.parent_run_id
+    describe_experiment(tracker, config.name)
     trials = search.get("trials") or []
     tracker.set_tags(parent, {"frugalnas.best_arch": search["best_arch"]})
     tracker.log_metrics(parent, {"search_images_processed": search["images_processed"],

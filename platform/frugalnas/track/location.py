@@ -15,6 +15,7 @@ from pathlib import Path
 from frugalnas.errors import ConfigError
 
 EMBEDDED_FOLDER = "mlflow"
+EMBEDDED_DB = "mlflow.db"
 #: URI schemes MLflow 3 accepts for a tracking store.
 SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
 
@@ -34,7 +35,7 @@ class TrackingLocation:
 def embedded_paths(out: str | Path) -> tuple[Path, Path]:
     """(SQLite database, artifact folder) of the embedded store of an output folder."""
     folder = Path(out).expanduser().resolve() / EMBEDDED_FOLDER
-    return folder / "mlflow.db", folder / "artifacts"
+    return folder / EMBEDDED_DB, folder / "artifacts"
 
 
 def resolve_location(uri: str | None, out: str | Path) -> TrackingLocation:

@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from frugalnas.errors import ConfigError
-
-STORE_DIR = "mlflow"
-DB_NAME = "mlflow.db"
-ARTIFACTS_DIR = "artifacts"
+from frugalnas.track.location import EMBEDDED_DB as DB_NAME
+from frugalnas.track.location import EMBEDDED_FOLDER as STORE_DIR
+from frugalnas.track.location import embedded_paths
 
 
 @dataclass(frozen=True)
@@ -54,8 +53,8 @@ class EmbeddedStore:
 
 def store_paths(out: str | Path) -> EmbeddedStore:
     """Where the embedded store of output folder OUT lives (whether or not it exists yet)."""
-    out = Path(out).expanduser().resolve()
-    return EmbeddedStore(out=out, db=out / STORE_DIR / DB_NAME, artifacts=out / STORE_DIR / ARTIFACTS_DIR)
+    db, artifacts = embedded_paths(out)
+    return EmbeddedStore(out=Path(out).expanduser().resolve(), db=db, artifacts=artifacts)
 
 
 def _read_config(out: Path) -> dict:
