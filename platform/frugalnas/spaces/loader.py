@@ -24,8 +24,9 @@ from frugalnas.errors import ConfigError
 from frugalnas.registry import UnknownNameError
 from frugalnas.spaces.base import SPACE_FAMILIES, Space
 
-# The repository's search_spaces/ folder (platform/frugalnas/spaces/loader.py -> repo root).
-SPACES_DIR = Path(__file__).resolve().parents[3] / "search_spaces"
+# The repository's search_spaces/ folder: ``builtin`` is a link to it, which a wheel (a non-editable
+# install) turns into a copy of its YAML files, so the built-in names work however it is installed.
+SPACES_DIR = Path(__file__).parent / "builtin"
 
 
 def builtin_spaces() -> list[str]:
