@@ -354,6 +354,10 @@ _attach_commands()
 
 
 def main() -> None:
+    import os
+
+    # MLflow logs its store migrations at INFO on every first use of a store: not news to a user
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     cli(prog_name="frugalnas")
 
 

@@ -6,6 +6,7 @@ experiment checkpoints so ``Tuner.restore`` resumes the search without proposing
 """
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import threading
@@ -113,6 +114,9 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
                name: str, log: Callable[[str], None] | None = None, callbacks: list | tuple = ()) -> tune.Tuner:
     """A Tuner running ``trainable`` over the searcher's suggestions with the named scheduler."""
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+    # Tune's newer console output prints a settings box and a TensorBoard hint even at verbose=0;
+    # progress is TrialProgress's one line per candidate.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
