@@ -114,6 +114,17 @@ def test_interrupted_search_resumes_without_repeating_and_matches_uninterrupted(
     assert a["best_arch"] == b["best_arch"]
     assert {t["arch"]: t["accuracy"] for t in a["trials"]} == {t["arch"]: t["accuracy"] for t in b["trials"]}
 
+    # MLflow: the resumed run continued the same experiment run and the same candidate runs
+    import mlflow
+
+    client = mlflow.MlflowClient(b["tracking"]["uri"])
+    runs = client.search_runs([b["tracking"]["experiment_id"]])
+    parents = [r for r in runs if r.data.tags["frugalnas.role"] == "experiment"]
+    children = [r for r in runs if r.data.tags["frugalnas.role"] == "candidate"]
+    assert [p.info.run_id for p in parents] == [b["tracking"]["run_id"]] and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["frugalnas.arch"] for c in children) == archs_b
+    assert all(c.info.status == "FINISHED" for c in children)
+
 
 @pytest.mark.slow
 def test_ctrl_c_during_the_last_candidate_is_reported_as_interrupted(tmp_path):

@@ -102,3 +102,60 @@ def test_candidate_runs_nest_under_the_parent_and_are_found_again_after_a_restar
     fresh_folder = tmp_path / "other"
     fresh_folder.mkdir()
     assert start(fresh_folder).parent_run_id != tracker.parent_run_id
+
+
+def test_a_dashboard_address_in_ray_address_is_explained(tmp_path, monkeypatch):
+    """`export RAY_ADDRESS=http://...:8265` is right for `ray job submit`, wrong for a local run."""
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"name": "addr", "space": {"name": "nb201", "network": {"channels": 4}}}))
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "dashboard address" in result.output and "ray job submit" in result.output
+    assert not (tmp_path / "out" / "dataset").exists()
+
+
+@pytest.mark.parametrize("before", [None, "http://elsewhere:5000"])
+def test_logging_the_model_leaves_the_global_tracking_uri_as_it_was(tmp_path, monkeypatch, before):
+    import os
+
+    import mlflow
+    import torch
+
+    if before is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
+    location = resolve_location(f"sqlite:///{tmp_path / 'm.db'}", tmp_path)
+    tracker = ExperimentTracker.start(location, "model", tmp_path, run_name="m", tags={}, params={}, resume=False)
+    assert tracker.log_model(torch.nn.Linear(2, 1), registered_name="model") == "1"
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before
+    if before is None:
+        assert str(tmp_path) not in mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(None)
+
+
+def test_a_tracking_failure_mid_search_is_reported_and_the_search_goes_on(tmp_path):
+    from types import SimpleNamespace
+
+    from frugalnas.runtime.tracking import CandidateTracking
+    from frugalnas.spaces import load_space
+
+    class ServerGone:
+        def __getattr__(self, name):
+            def fail(*args, **kwargs):
+                raise ConnectionError("connection refused")
+            return fail
+
+    tracker = start(tmp_path)
+    tracker._client = ServerGone()
+    space = load_space("nb201")
+    trial = SimpleNamespace(config={"arch": str(space.sample(__import__("numpy").random.default_rng(0))),
+                                    "suggestion": 7}, trial_id="t7")
+    lines = []
+    callback = CandidateTracking(tracker, space, lines.append)
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"accuracy": 0.5, "epoch": 1})
+    assert callback.failures == 2
+    assert len(lines) == 2 and "candidate 7" in lines[0] and "ConnectionError: connection refused" in lines[0]
+    assert "the search goes on" in lines[0]

@@ -34,16 +34,28 @@ def output_dir(config: ExperimentConfig, out: str | Path | None) -> Path:
     return Path(out or config.output.dir or Path("runs") / config.name).expanduser().resolve()
 
 
+def ray_address() -> str | None:
+    """The cluster to run on: RAY_ADDRESS (``ray job submit`` sets it), or None for a local Ray."""
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise ConfigError(f"RAY_ADDRESS is {address}, a dashboard address (what `ray job submit` takes); a run "
+                          "connects to a cluster's GCS address (HOST:6379) or ray://HOST:10001. Submit the run with "
+                          f"`ray job submit --address {address} --working-dir . -- frugalnas run ...`, "
+                          "or unset RAY_ADDRESS to run on this machine")
+    return address
+
+
 def ensure_ray(log: Log) -> None:
-    """Connect to the cluster in RAY_ADDRESS (``ray job submit`` sets it) or start a local Ray."""
+    """Connect to the cluster in RAY_ADDRESS or start a local Ray."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-        log(f"connected to the Ray cluster at {os.environ['RAY_ADDRESS']}")
+    address = ray_address()
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        log(f"connected to the Ray cluster at {address}")
     else:
         ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
@@ -133,6 +145,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
     out = output_dir(config, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    ray_address()  # a wrong RAY_ADDRESS fails here, before any work
     tracker = start_tracking(config, out, resume=resume, log=log)
     try:
         summary = _run_tracked(config, out, resume, log, tracker, started)

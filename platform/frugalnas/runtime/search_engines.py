@@ -88,7 +88,7 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
         tuner = make_tuner(trainable, searcher, scheduler=config.search.scheduler,
                            epochs_per_candidate=config.search.epochs_per_candidate, max_concurrent=max_concurrent,
                            cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial, storage_path=storage,
-                           name=run_name, log=log, callbacks=[CandidateTracking(tracker, space)] if tracker else [])
+                           name=run_name, log=log, callbacks=[CandidateTracking(tracker, space, log)] if tracker else [])
     results = fit_keeping_sigint(tuner)
     finished_trials = saved_finished_trials(experiment_path)
     if finished_trials < len(results) or len(results) < min(config.search.budget, space.size()):

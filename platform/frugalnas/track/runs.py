@@ -7,7 +7,9 @@ so a resumed search keeps logging into the runs it started.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import tempfile
 import time
@@ -157,17 +159,13 @@ class ExperimentTracker:
         import mlflow.pytorch
         import torch
 
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.location.uri)
-        try:
+        with tracking_uri_set_to(self.location.uri):
             with mlflow.start_run(run_id=self.parent_run_id, nested=mlflow.active_run() is not None):
                 # pickle, not MLflow 3's default pt2 export, which needs an input example and loads
                 # back as a GraphModule instead of the nn.Module that was trained
                 info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
                                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                                                 registered_model_name=registered_name)
-        finally:
-            mlflow.set_tracking_uri(previous)
         self.client.update_run(self.parent_run_id, status="RUNNING")  # start_run's exit ended it
         version = getattr(info, "registered_model_version", None)
         return None if version is None else str(version)
@@ -181,6 +179,25 @@ class ExperimentTracker:
         return self.client.search_runs([self.experiment_id],
                                        filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
                                        max_results=5000)
+
+
+@contextlib.contextmanager
+def tracking_uri_set_to(uri: str):
+    """MLflow's global tracking URI set to ``uri`` for the block (the fluent ``log_model`` needs it).
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` for subprocesses, so restoring
+    it means restoring that variable as it was: left set, a later run in this process (or one it
+    starts) would silently track into this store."""
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)  # None unsets the variable again
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def arch_params(space, arch) -> dict[str, str]:
