@@ -29,12 +29,12 @@ def test_defaults_fill_in_and_design_example_validates(tmp_path):
 
 
 @pytest.mark.parametrize("data,fragments", [
-    ({"name": "x", "selection": {"polcy": "dds"}}, ["selection.polcy", "unknown key", "allowed keys here: policy"]),
+    ({"name": "x", "selection": {"polcy": "dds"}}, ["selection.polcy", "unknown key", "allowed keys: policy"]),
     ({"name": "x", "search": {"budget": "many"}}, ["search.budget", "'many'"]),
     ({"name": "x", "selection": {"mastery": 1.5}}, ["selection.mastery", "less than or equal to 1", "1.5"]),
     ({"name": "x", "dataset": {"codec": "gif"}}, ["dataset.codec", "'jpeg', 'webp', 'png' or 'raw'", "'gif'"]),
-    ({"name": "x", "bogus": 1}, ["bogus", "unknown key", "allowed keys here: name, seed, dataset"]),
-    ({"selection": {}}, ["name", "required key is missing"]),
+    ({"name": "x", "bogus": 1}, ["bogus", "unknown key", "allowed keys: name, seed, dataset"]),
+    ({"selection": {}}, ["missing key 'name'"]),
 ])
 def test_errors_name_file_key_value_and_allowed(tmp_path, data, fragments):
     path = write(tmp_path, data)

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from frugalnas.errors import ConfigError
+from frugalnas.validation import describe
 
 Codec = Literal["jpeg", "webp", "png", "raw"]
 Policy = Literal["full", "random", "dynamic-random", "dds"]
@@ -107,30 +108,6 @@ class ExperimentConfig(Section):
         return settings.pop("name", "nb201"), settings
 
 
-def _allowed(model: type[BaseModel], loc: tuple) -> str:
-    """The keys allowed where an unknown key was found."""
-    for key in loc[:-1]:
-        field = model.model_fields.get(key) if isinstance(key, str) else None
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
-        model = annotation
-    return ", ".join(model.model_fields)
-
-
-def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid experiment config ({error.error_count()} problem(s))"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (given {item['input']!r}); allowed keys here: {_allowed(ExperimentConfig, item['loc'])}")
-        elif item["type"] == "missing":
-            lines.append(f"  {key}: required key is missing")
-        else:
-            lines.append(f"  {key}: {item['msg']} (given {item['input']!r})")
-    return "\n".join(lines)
-
-
 def apply_override(data: dict, assignment: str) -> None:
     """Apply ``key.path=value`` (the value parsed as YAML) to a nested dict in place."""
     key, sep, raw = assignment.partition("=")
@@ -156,7 +133,8 @@ def parse_config(data: Any, source: str = "<config>", overrides: list[str] | tup
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, source)) from None
+        raise ConfigError(f"{source}: invalid experiment config ({error.error_count()} problem(s))\n"
+                          + describe(error, source, ExperimentConfig)) from None
     _check_references(config, source)
     return config
 

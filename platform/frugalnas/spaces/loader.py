@@ -13,16 +13,16 @@ value and what is allowed.
 from __future__ import annotations
 
 import os
-import typing
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from frugalnas.errors import ConfigError
 from frugalnas.registry import UnknownNameError
 from frugalnas.spaces.base import SPACE_FAMILIES, Space
+from frugalnas.validation import describe
 
 # The repository's search_spaces/ folder: ``builtin`` is a link to it, which a wheel (a non-editable
 # install) turns into a copy of its YAML files, so the built-in names work however it is installed.
@@ -82,7 +82,7 @@ def space_from_dict(data: Mapping[str, Any], source: str = "<space settings>") -
     try:
         config = family.Config.model_validate(dict(data))
     except ValidationError as err:
-        raise ConfigError(_describe(err, source, family.Config)) from None
+        raise ConfigError(describe(err, source, family.Config)) from None
     return family(config)
 
 
@@ -94,37 +94,3 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def _describe(err: ValidationError, source: str, model: type[BaseModel]) -> str:
-    """One line per problem: file, key, given value, what is allowed."""
-    lines = []
-    errors = err.errors()
-    for e in errors:
-        # A bad item also makes its list "too short"; that follow-on error only confuses.
-        if e["type"] == "too_short" and any(o["loc"][: len(e["loc"])] == e["loc"] and len(o["loc"]) > len(e["loc"])
-                                            for o in errors):
-            continue
-        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
-        if e["type"] == "extra_forbidden":
-            allowed = _keys_at(model, e["loc"][:-1])
-            lines.append(f"{source}: unknown key {key!r} (value {e['input']!r}); allowed keys: {', '.join(allowed)}")
-        elif e["type"] == "missing":
-            lines.append(f"{source}: missing key {key!r}")
-        else:
-            lines.append(f"{source}: key {key!r} has value {e['input']!r}: {e['msg']}")
-    return "\n".join(lines)
-
-
-def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names of the (nested) settings model found at ``loc``."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        annotation = model.model_fields[part].annotation
-        nested = [a for a in (annotation, *typing.get_args(annotation))
-                  if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not nested:
-            break
-        model = nested[0]
-    return list(model.model_fields)
