@@ -455,3 +455,22 @@ def test_load_state_dict_refuses_a_different_setup(data):
     other = (ids[:-1], labels[:-1], latents[:-1])
     with pytest.raises(ValueError, match="different training set"):
         make("dds", other).load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", ["dds", "dynamic-random"])
+def test_history_keeps_one_hardness_histogram_per_trained_epoch(data, name):
+    from frugalnas.selection.dynamic import HARDNESS_BINS, hardness_scores
+
+    sel = make(name, data)
+    plan = sel.next_epoch()
+    conf, correct = learner(plan.ids, plan.epoch)
+    half = len(plan.ids) // 2
+    sel.observe(plan.ids[:half], conf[:half], correct[:half])
+    assert "hardness_histogram" not in sel.history[-1]  # not per batch: the epoch is not done yet
+    sel.observe(plan.ids[half:], conf[half:], correct[half:])
+    histogram = sel.history[-1]["hardness_histogram"]
+    expected = np.histogram(hardness_scores(conf, correct), bins=HARDNESS_BINS, range=(0.0, 1.0))[0]
+    assert histogram == expected.tolist() and sum(histogram) == len(plan.ids)
+    for _ in range(6):
+        plan = step(sel)
+        assert ("hardness_histogram" in sel.history[-1]) == bool(plan.train)

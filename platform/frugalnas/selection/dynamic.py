@@ -213,8 +213,9 @@ class DynamicSelector(Selector):
             self._scores[i] = h
         record = self.history[-1]
         record["n_easy"] = len(self._easy())
-        scored = [self._scores[i] for i in self._members if i in self._scores]
-        record["hardness_histogram"] = np.histogram(scored, bins=HARDNESS_BINS, range=(0.0, 1.0))[0].tolist()
+        if record["n_observed"] == len(self._plan_sorted):  # the epoch's last batch: once per epoch
+            scored = [self._scores[i] for i in self._members if i in self._scores]
+            record["hardness_histogram"] = np.histogram(scored, bins=HARDNESS_BINS, range=(0.0, 1.0))[0].tolist()
         record["mastered"] = (
             record["train_accuracy"] is not None
             and record["train_accuracy"] >= record["mastery_threshold"]
