@@ -159,3 +159,12 @@ def test_a_tracking_failure_mid_search_is_reported_and_the_search_goes_on(tmp_pa
     assert callback.failures == 2
     assert len(lines) == 2 and "candidate 7" in lines[0] and "ConnectionError: connection refused" in lines[0]
     assert "the search goes on" in lines[0]
+
+
+def test_accuracy_size_front_keeps_the_candidates_nothing_beats_on_both():
+    from frugalnas.track.experiment import accuracy_size_front
+
+    trials = [{"arch": "a", "accuracy": 0.9, "params": 100}, {"arch": "b", "accuracy": 0.8, "params": 50},
+              {"arch": "c", "accuracy": 0.7, "params": 80}, {"arch": "d", "accuracy": None, "params": 10},
+              {"arch": "e", "accuracy": 0.9, "params": 120}]
+    assert [t["arch"] for t in accuracy_size_front(trials)] == ["a", "b"]

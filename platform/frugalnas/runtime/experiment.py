@@ -24,6 +24,7 @@ from frugalnas.errors import ConfigError
 from frugalnas.selection import make_selector
 from frugalnas.selection.factory import needs_latents
 from frugalnas.spaces import load_space
+from frugalnas.track import experiment as tracking
 from frugalnas.train.classify import TrainSettings, evaluate, train_with_selector
 
 Log = Callable[[str], None]
@@ -139,14 +140,13 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
     With ``tracking.enabled`` (the default) the tracking store is checked first, so a server that is
     down fails the run before any training; the run is then recorded in MLflow as it goes."""
     from frugalnas.runtime.search_engines import SearchInterrupted
-    from frugalnas.track.experiment import start_tracking
 
     started = time.perf_counter()
     out = output_dir(config, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
     ray_address()  # a wrong RAY_ADDRESS fails here, before any work
-    tracker = start_tracking(config, out, resume=resume, log=log)
+    tracker = tracking.start_tracking(config, out, resume=resume, log=log)
     try:
         summary = _run_tracked(config, out, resume, log, tracker, started)
     except (SearchInterrupted, KeyboardInterrupt):
@@ -172,9 +172,7 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
                           "set dataset.val_fraction > 0")
     embedding = prepare_embedding(config, dataset_dir, log)
     if tracker:
-        from frugalnas.track.experiment import log_dataset
-
-        log_dataset(tracker, dataset_dir, embedding)
+        tracking.log_dataset(tracker, dataset_dir, embedding)
     name, overrides = config.space_spec()
     space = load_space(name, overrides or None)
     engine = engine_for(config.search.strategy)
@@ -185,23 +183,19 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
                                         latents_path=embedding and embedding["path"], resume=resume, log=log,
                                         tracker=tracker)
     if tracker:
-        from frugalnas.track.experiment import log_search
-
-        log_search(tracker, config, search)
+        tracking.log_search(tracker, config, search)
     best = space.parse(search["best_arch"])
     log(f"best architecture: {search['best_arch']}")
     log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
     final = retrain_final(config, space, best, dataset_dir, log)
     model = final.pop("model")
     torch.save(model.state_dict(), out / "final_model.pt")
-    tracking = None
+    tracked = None
     if tracker:
-        from frugalnas.track.experiment import experiment_name, log_final
-
-        version = log_final(tracker, config, space, best, model, final)
-        tracking = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
-                    "experiment": experiment_name(config), "experiment_id": tracker.experiment_id,
-                    "run_id": tracker.parent_run_id, "registered_model_version": version}
+        version = tracking.log_final(tracker, config, space, best, model, final)
+        tracked = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
+                   "experiment": tracking.experiment_name(config), "experiment_id": tracker.experiment_id,
+                   "run_id": tracker.parent_run_id, "registered_model_version": version}
     summary = {
         "experiment": config.name,
         "strategy": config.search.strategy,
@@ -217,15 +211,13 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
         "embedding": embedding and {k: embedding[k] for k in ("kind", "latent_dim", "knn_agreement",
                                                                "pixel_knn_agreement", "path")},
         "output_dir": str(out),
-        "tracking": tracking,
+        "tracking": tracked,
         **{k: v for k, v in search.items()
            if k not in ("best_arch", "images_processed", "wall_seconds", "selector_history")},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     if tracker:
-        from frugalnas.track.experiment import log_summary
-
-        log_summary(tracker, out / "summary.json")
+        tracking.log_summary(tracker, out / "summary.json", summary)
     return summary
 
 

@@ -2,7 +2,6 @@
 training, the search's candidates and plots after the search, the final model at the end."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -122,10 +121,10 @@ def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) ->
 
 def accuracy_size_front(trials: list[dict]) -> list[dict]:
     """Candidates no other one beats on both accuracy (higher) and parameters (fewer)."""
+    from frugalnas.strategies.pareto import pareto_front
+
     rows = [t for t in trials if t.get("accuracy") is not None and t.get("params") is not None]
-    return [t for t in rows if not any(
-        o["accuracy"] >= t["accuracy"] and o["params"] <= t["params"]
-        and (o["accuracy"] > t["accuracy"] or o["params"] < t["params"]) for o in rows)]
+    return [row for _, row in pareto_front([(t["arch"], t) for t in rows], ["accuracy", "-params"])]
 
 
 def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Mapping[str, Any]) -> str | None:
@@ -143,7 +142,7 @@ def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Map
     return version
 
 
-def log_summary(tracker: ExperimentTracker, summary_path: Path) -> None:
+def log_summary(tracker: ExperimentTracker, summary_path: Path, summary: Mapping[str, Any]) -> None:
+    """``summary.json`` (written to ``summary_path``) and the experiment's total time."""
     tracker.log_file(tracker.parent_run_id, summary_path)
-    summary = json.loads(Path(summary_path).read_text())
     tracker.log_metrics(tracker.parent_run_id, {"total_wall_seconds": summary["total_wall_seconds"]})
