@@ -98,6 +98,14 @@ def evaluate(model: nn.Module, data: ImageSplit, batch_size: int = 512) -> float
     return correct / max(1, len(data))
 
 
+def cosine_lr(epoch: int, *, lr: float, total_epochs: int, cycle_start: int = 0, lr_min: float = 0.0) -> float:
+    """Cosine annealing from ``lr`` to ``lr_min`` over the epochs left after ``cycle_start``, the
+    epoch the schedule last (re)started: DDS restarts it after a subset update."""
+    length = max(1, total_epochs - cycle_start)
+    t = max(0, epoch - cycle_start)
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * t / length))
+
+
 class SelectorTrainer:
     """Trains a model epoch by epoch on the ids a selector plans; checkpointable between epochs.
 
@@ -124,8 +132,7 @@ class SelectorTrainer:
         plan = self.selector.next_epoch()
         if plan.updated and settings.restart_lr_on_update:
             self.cycle_start = epoch + 1
-        cycle_length = max(1, settings.epochs - self.cycle_start)
-        lr = 0.5 * settings.lr * (1 + math.cos(math.pi * max(0, epoch - self.cycle_start) / cycle_length))
+        lr = cosine_lr(epoch, lr=settings.lr, total_epochs=settings.epochs, cycle_start=self.cycle_start)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = accuracy = None

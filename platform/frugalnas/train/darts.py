@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import numbers
 import time
 from dataclasses import asdict, dataclass, fields
@@ -69,6 +68,7 @@ from frugalnas.data.shards import curriculum_shards
 from frugalnas.selection.base import Selector
 from frugalnas.selection.factory import selector_from_settings
 from frugalnas.spaces.base import CellSpace
+from frugalnas.train.classify import cosine_lr
 
 AllReduce = Callable[[torch.Tensor], None]
 """Sums a flat tensor in place over all workers (all workers call it with the same shape)."""
@@ -548,9 +548,7 @@ class DartsSearch:
     def lr_at(self, epoch: int) -> float:
         """Cosine annealing from lr to lr_min over the epochs left in the current cycle."""
         s = self.settings
-        length = max(1, s.epochs - self.cycle_start)
-        t = max(0, epoch - self.cycle_start)
-        return s.lr_min + 0.5 * (s.lr - s.lr_min) * (1 + math.cos(math.pi * t / length))
+        return cosine_lr(epoch, lr=s.lr, total_epochs=s.epochs, cycle_start=self.cycle_start, lr_min=s.lr_min)
 
     def state_dict(self) -> dict:
         """Everything to continue exactly here (rank 0's copy suffices: replicas are identical,
