@@ -65,3 +65,27 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("search, fragments", [
+    ({"strategy": "predictor", "params": {"population_size": 8}},
+     ["search.params: unknown setting(s) population_size for strategy 'predictor'", "allowed: n_initial"]),
+    ({"strategy": "evolution", "params": {"seed": 3}}, ["unknown setting(s) seed", "allowed: population_size"]),
+    ({"strategy": "darts", "params": {"arch_lrr": 0.1}}, ["unknown setting(s) arch_lrr for strategy 'darts'",
+                                                          "allowed: epochs, batch_size, lr"]),
+])
+def test_strategy_settings_are_checked_before_anything_runs(tmp_path, search, fragments):
+    path = write(tmp_path, {"name": "x", "space": "nb201", "search": search})
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_known_strategy_settings_pass():
+    from frugalnas.config import parse_config
+
+    assert parse_config({"name": "x", "search": {"strategy": "evolution",
+                                                 "params": {"population_size": 8}}}).search.params == {
+        "population_size": 8}
+    assert parse_config({"name": "x", "search": {"strategy": "darts", "params": {"arch_lr": 0.003}}})

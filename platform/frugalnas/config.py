@@ -159,6 +159,31 @@ def _check_references(config: ExperimentConfig, source: str) -> None:
     if strategy in GRADIENT_STRATEGIES and not isinstance(space, CellSpace):
         raise ConfigError(f"{source}: search.strategy {strategy!r} trains a supernet, which the {space.family!r} "
                           "space does not have; use a cell space (nb201, darts)")
+    allowed_params = _strategy_params(strategy)
+    unknown = sorted(set(config.search.params) - set(allowed_params))
+    if unknown:
+        raise ConfigError(f"{source}: search.params: unknown setting(s) {', '.join(unknown)} for strategy "
+                          f"{strategy!r}; allowed: {', '.join(allowed_params)}")
+
+
+#: Strategy parameters the search engine sets itself from other keys (seed, search.objectives, ...).
+ENGINE_SET_PARAMS = ("seed", "objectives", "constraints", "metrics_fn", "order")
+
+
+def _strategy_params(strategy: str) -> list[str]:
+    """What ``search.params`` may hold for ``strategy``: its constructor's keywords (ask/tell
+    strategies) or the DARTS settings, less what the engine sets itself."""
+    if strategy in GRADIENT_STRATEGIES:
+        from dataclasses import fields
+
+        from frugalnas.train.darts import DartsSettings
+
+        names = [f.name for f in fields(DartsSettings)]
+    else:
+        from frugalnas.strategies import STRATEGIES, strategy_parameters
+
+        names = strategy_parameters(STRATEGIES.get(strategy))
+    return [n for n in names if n not in ENGINE_SET_PARAMS]
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:
