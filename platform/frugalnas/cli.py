@@ -249,10 +249,12 @@ def _print_summary(summary: dict) -> None:
     trials = summary.get("trials") or []
     if trials:
         click.echo(f"leaderboard ({len(trials)} candidates, best first):")
-        click.echo(f"  {'val acc':>7s} {'params':>9s} {'images':>9s}  architecture")
+        click.echo(f"  {'#':>4s} {'val acc':>7s} {'params':>9s} {'images':>9s}  architecture")
         for trial in trials[:10]:
             accuracy = "-" if trial["accuracy"] is None else f"{trial['accuracy']:.4f}"
-            click.echo(f"  {accuracy:>7s} {trial['params'] or 0:9,d} {trial['images_processed'] or 0:9,d}  {trial['arch']}")
+            number = "-" if trial.get("candidate") is None else str(trial["candidate"])
+            click.echo(f"  {number:>4s} {accuracy:>7s} {trial['params'] or 0:9,d} {trial['images_processed'] or 0:9,d}"
+                       f"  {trial['arch']}")
     click.echo(f"best architecture: {summary['best_arch']}")
     click.echo(f"search: {summary['search_images_processed']:,} images processed in {summary['search_wall_seconds']:.1f}s "
                f"({summary['strategy']}, selection {summary['selection']})")

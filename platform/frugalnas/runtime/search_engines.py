@@ -29,7 +29,7 @@ def trial_table(results, metric: str = "accuracy") -> list[dict]:
         metrics = result.metrics or {}
         rows.append({
             "arch": result.config.get("arch"),
-            "suggestion": result.config.get("suggestion"),
+            "candidate": result.config.get("suggestion"),  # the number in progress lines and MLflow run names
             "accuracy": metrics.get(metric),
             "params": metrics.get("params"),
             "flops": metrics.get("flops"),

@@ -50,7 +50,7 @@ class CandidateTracking(tune.Callback):
         arch = trial.config["arch"]
         return self.tracker.candidate_run(
             trial.trial_id, name=f"candidate-{trial.config.get('suggestion', 0):03d}", arch=arch,
-            params={**arch_params(self.space, self.space.parse(arch)), "suggestion": trial.config.get("suggestion"),
+            params={**arch_params(self.space, self.space.parse(arch)), "candidate": trial.config.get("suggestion"),
                     "trial_id": trial.trial_id})
 
     @_keeps_searching

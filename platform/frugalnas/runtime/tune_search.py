@@ -90,23 +90,34 @@ class StrategySearcher(Searcher):
             self.set_state(pickle.load(handle))
 
 
+def candidate_number(trial) -> int | None:
+    """The candidate's number (its 1-based proposal order): the one numbering shown everywhere, in
+    the progress lines, the leaderboard, MLflow's run names (``candidate-007``) and summary.json."""
+    return trial.config.get("suggestion")
+
+
 class TrialProgress(tune.Callback):
-    """One line per finished candidate, instead of Tune's status tables."""
+    """One line per finished candidate, instead of Tune's status tables. Candidates are named by
+    their number (:func:`candidate_number`); with several trials at once they finish out of order,
+    so the line also says how many have finished."""
 
     def __init__(self, log: Callable[[str], None], budget: int):
         self.log, self.budget, self.finished = log, budget, 0
+
+    def _prefix(self, trial) -> str:
+        return f"  candidate {candidate_number(trial)}/{self.budget} ({self.finished} finished)"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.finished += 1
         result = trial.last_result or {}
         accuracy = result.get("accuracy")
         shown = "-" if accuracy is None else f"{accuracy:.4f}"
-        self.log(f"  candidate {self.finished}/{self.budget}: val acc {shown} after {result.get('epoch', 0)} epoch(s), "
+        self.log(f"{self._prefix(trial)}: val acc {shown} after {result.get('epoch', 0)} epoch(s), "
                  f"{result.get('images_processed', 0)} images, {result.get('params', 0):,} params  {trial.config.get('arch')}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.finished += 1
-        self.log(f"  candidate {self.finished}/{self.budget} failed: {trial.config.get('arch')} ({trial.error_file})")
+        self.log(f"{self._prefix(trial)} failed: {trial.config.get('arch')} ({trial.error_file})")
 
 
 def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_per_candidate: int,

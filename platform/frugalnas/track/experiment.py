@@ -104,7 +104,7 @@ def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) ->
         if finished:
             tracker.log_metrics(parent, {"best_val_accuracy": max(finished)})
         log_table(tracker, parent, trials, "search/leaderboard.csv")
-        ordered = sorted(trials, key=lambda t: t.get("suggestion") or 0)
+        ordered = sorted(trials, key=lambda t: t.get("candidate") or 0)
         title = f"{config.search.strategy} + {config.selection.policy}"
         tracker.log_figure(parent, search_curve([t["accuracy"] for t in ordered],
                                                 [t["images_processed"] or 0 for t in ordered], title),
