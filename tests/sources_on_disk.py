@@ -99,3 +99,36 @@ def write_yolo(root: Path, n=6, size=32):
         Image.fromarray(pixels).save(root / "images" / "train" / f"im{i}.png")
         (root / "labels" / "train" / f"im{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.25 0.5\n0 0.2 0.2 0.1 0.1\n")
     return root
+
+
+def voc_xml(filename: str, size, objects) -> str:
+    """A Pascal VOC annotation; ``objects`` is a list of (name, xmin, ymin, xmax, ymax); size (w, h) or None."""
+    parts = [f"<annotation><folder>JPEGImages</folder><filename>{filename}</filename>"]
+    if size is not None:
+        parts.append(f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>")
+    for name, *corners in objects:
+        box = "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), corners))
+        parts.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox>{box}</bndbox></object>")
+    return "".join(parts) + "</annotation>\n"
+
+
+def write_voc(root: Path, n=8, width=40, height=30, splits=(("train", 5), ("val", 2), ("test", 1)), seed=11):
+    """A small VOC folder: image i has a 'cat' box and, for odd i, a larger 'dog' box.
+
+    ``splits`` lists (split, count) in order, consuming images 0..n-1; None writes no ImageSets.
+    Returns {stem: [(name, xmin, ymin, xmax, ymax), ...]}."""
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    objects = {}
+    for i, pixels in enumerate(random_images(n, height, width, 3, seed=seed)):
+        stem = f"im_{i:03d}"
+        Image.fromarray(pixels).save(root / "JPEGImages" / f"{stem}.jpg", quality=95)
+        objects[stem] = [("cat", 1, 2, 11, 12)] + ([("dog", 10, 5, 40, 30)] if i % 2 else [])
+        (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", (width, height), objects[stem]))
+    if splits is not None:
+        (root / "ImageSets" / "Main").mkdir(parents=True)
+        stems, start = sorted(objects), 0
+        for split, count in splits:
+            (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(s + "\n" for s in stems[start:start + count]))
+            start += count
+    return objects

@@ -190,27 +190,48 @@ def test_yolo_boxes_and_every_kind_of_bad_label(tmp_path):
     labels = root / "labels" / "train"
     (labels / "im1.txt").write_text("0 0.9 0.5 0.4 0.2\n")  # extends past the right edge
     (labels / "im2.txt").write_text("7 0.5 0.5 0.1 0.1\n")  # class out of range
-    (labels / "im3.txt").unlink()  # image without its label file
+    (labels / "im3.txt").unlink()  # image without its label file: a background image, as in ultralytics
     (labels / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # label without an image
     (labels / "im4.txt").write_text("")  # a background image: allowed
     card = ingest(f"yolo:{root}", tmp_path / "out", val_fraction=0, test_fraction=0)
     assert card["task"] == "detection" and card["classes"] == ["box", "ring"]
     reasons = sorted(s["reason"].split(":")[0] for s in card["skipped"])
-    assert len(reasons) == 4
+    assert len(reasons) == 3
     assert any("box outside the image" in s["reason"] and "im1.txt" in s["source"] for s in card["skipped"])
     assert any("label out of range" in s["reason"] and "im2.txt" in s["source"] for s in card["skipped"])
-    assert any("image without its label file" in s["reason"] and "im3.png" in s["source"] for s in card["skipped"])
     assert any(s["reason"] == "label file without an image" for s in card["skipped"])
     table = open_dataset(tmp_path / "out").table("train")
-    assert table.num_rows == 3  # im0, im4 (background), im5
+    assert table.num_rows == 4  # im0, im3 and im4 (background), im5
     boxes = dict(zip(table["source"].to_pylist(), table["boxes"].to_pylist()))
-    assert boxes[str(root / "images" / "train" / "im4.png")] == []
+    labels = dict(zip(table["source"].to_pylist(), table["label"].to_pylist()))
+    for background in ("im3.png", "im4.png"):
+        assert boxes[str(root / "images" / "train" / background)] == []
+        assert labels[str(root / "images" / "train" / background)] == -1
+    assert card["background_images"] == {"train": 2}
     assert [b["cls"] for b in boxes[str(root / "images" / "train" / "im0.png")]] == [0, 0]
     assert card["class_counts"]["train"] == {"box": 3, "ring": 1}  # im0: box, box; im5: ring, box
 
 
+def test_yolo_split_without_its_label_folder_is_an_error(tmp_path):
+    root = write_yolo(tmp_path / "y")
+    (root / "images" / "val").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "val" / "a.png")
+    with pytest.raises(DataError, match="no labels/val/ folder"):
+        ingest(f"yolo:{root}", tmp_path / "out")
+
+
+def test_background_images_survive_carving_and_classification_cards_have_none(tmp_path):
+    root = write_yolo(tmp_path / "y", n=20)
+    for i in range(0, 20, 2):
+        (root / "labels" / "train" / f"im{i}.txt").unlink()
+    card = ingest(f"yolo:{root}", tmp_path / "out", val_fraction=0.2, test_fraction=0.2)
+    assert sum(card["background_images"].values()) == 10
+    assert all(card["background_images"][s] >= 1 for s in ("train", "val", "test"))  # stratified as label -1
+    assert ingest("shapes:10", tmp_path / "cls")["background_images"] is None
+
+
 def test_unknown_source_codec_missing_path_and_bad_quality(tmp_path):
-    with pytest.raises(Exception, match="allowed: cifar, digits, folder, mnist, shapes, yolo"):
+    with pytest.raises(Exception, match="allowed: cifar, digits, folder, mnist, shapes, voc, yolo"):
         ingest("imagenet", tmp_path / "x")
     with pytest.raises(Exception, match="allowed: jpeg, png, raw, webp"):
         ingest("digits", tmp_path / "x", codec="gif")

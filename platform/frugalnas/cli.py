@@ -17,7 +17,10 @@ def _print_card(card: dict) -> None:
                f"({card['bytes_per_image']} per image), mean PSNR {card['mean_psnr']} dB")
     for split, count in card["splits"].items():
         counts = card["class_counts"][split]
-        click.echo(f"  {split:5s} {count:7d} images; per class {min(counts.values())}..{max(counts.values())}")
+        what = "objects" if card["task"] == "detection" else "images"
+        background = (card.get("background_images") or {}).get(split)
+        click.echo(f"  {split:5s} {count:7d} images; {what} per class {min(counts.values())}..{max(counts.values())}"
+                   + (f"; {background} background (no objects)" if background else ""))
     click.echo(f"  skipped {len(card['skipped'])} record(s)")
 
 
@@ -57,13 +60,17 @@ def cli():
 @click.option("--test-fraction", type=float, default=0.2, show_default=True,
               help="Fraction of train carved out as test when the source has no test split.")
 @click.option("--task", type=click.Choice(["classification", "detection"]), default=None,
-              help="Default: detection for yolo, classification otherwise.")
+              help="Default: detection for yolo and voc, classification otherwise.")
+@click.option("--classes", default=None, metavar="NAME,NAME,...",
+              help="voc: fix the class list and its order (default: the sorted names in the annotations); "
+                   "an object of another class is then a bad record.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated data and split carving.")
 @click.option("--strict", is_flag=True, help="Fail (exit 2) on the first bad record instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the dataset card as JSON on the last line.")
 @user_errors
-def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction, task, seed, strict, overwrite, as_json):
+def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction, task, classes, seed, strict, overwrite,
+           as_json):
     """Ingest SOURCE into a compressed Parquet dataset folder.
 
     \b
@@ -74,9 +81,12 @@ def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction,
       mnist:PATH     MNIST / Fashion-MNIST IDX files (optionally .gz)
       folder:PATH    image folder: PATH/<class>/* or PATH/{train,val,test}/<class>/*
       yolo:PATH      YOLO detection set: data.yaml, images/<split>/, labels/<split>/
+      voc:PATH       Pascal VOC detection set: Annotations/*.xml, JPEGImages/, ImageSets/Main/*.txt
 
-    Bad records (corrupt images, labels out of range, boxes outside the image, images without
-    labels) are skipped and listed in dataset.json under 'skipped'; --strict fails on the first.
+    Bad records (corrupt images, labels out of range, boxes outside the image or degenerate,
+    unknown classes, VOC images without annotation) are skipped and listed in dataset.json under
+    'skipped'; --strict fails on the first. A YOLO image without a label file (or with an empty
+    one) is a background image, kept as an image without objects, as ultralytics reads it.
     """
     from frugalnas.data import ingest as run_ingest
 
@@ -85,7 +95,7 @@ def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction,
 
     card = run_ingest(source, out, codec=codec, quality=quality, image_size=image_size, val_fraction=val_fraction,
                       test_fraction=test_fraction, task=task, seed=seed, strict=strict, overwrite=overwrite,
-                      progress=progress)
+                      classes=[c.strip() for c in classes.split(",")] if classes else None, progress=progress)
     _summarise_skipped(card)
     if as_json:
         emit_json(card)

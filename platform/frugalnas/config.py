@@ -23,9 +23,11 @@ class Section(BaseModel):
 
 
 class DatasetConfig(Section):
-    source: str = Field("digits", description="digits | shapes[:N] | cifar:PATH | mnist:PATH | folder:PATH | yolo:PATH")
+    source: str = Field("digits", description="digits | shapes[:N] | cifar:PATH | mnist:PATH | folder:PATH | yolo:PATH "
+                                               "| voc:PATH")
     path: Optional[str] = Field(None, description="where the ingested dataset lives; default OUT/dataset")
     task: Optional[Literal["classification", "detection"]] = None
+    classes: Optional[list[str]] = Field(None, description="voc: fix the class list and order; default: from the data")
     image_size: Optional[int] = Field(None, ge=4, le=4096)
     codec: Codec = "jpeg"
     quality: Optional[int] = Field(None, ge=1, le=100)

@@ -125,6 +125,7 @@ def ingest(
     test_fraction: float = 0.2,
     seed: int = 0,
     task: str | None = None,
+    classes: list[str] | None = None,
     strict: bool = False,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -132,7 +133,8 @@ def ingest(
     """Ingest ``spec`` (e.g. ``"digits"``, ``"cifar:/data/cifar-10-batches-py"``) into ``out``; returns the card.
 
     Splits the source lacks are carved from its train split, stratified by class and seeded:
-    ``test`` with ``test_fraction`` and ``val`` with ``val_fraction``.
+    ``test`` with ``test_fraction`` and ``val`` with ``val_fraction``. ``classes`` fixes the class
+    list (and order) of sources that take one (``voc``).
     """
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
@@ -143,7 +145,7 @@ def ingest(
     for name, fraction in (("val fraction", val_fraction), ("test fraction", test_fraction)):
         if not 0 <= fraction < 1:
             raise DataError(f"{name} must be in [0, 1), got {fraction}")
-    source = make_source(spec, seed=seed)
+    source = make_source(spec, seed=seed, classes=classes)
     encoder = make_codec(codec, quality)
     task = task or source.task
     if task not in TASKS:
@@ -198,6 +200,9 @@ def ingest(
         "channels": source.channels,
         "splits": {s: len(by_split[s]) for s in split_names},
         "class_counts": {s: _class_counts(by_split[s], source.classes, task) for s in split_names},
+        # detection images without objects (kept and trained on as such, label -1); null for classification
+        "background_images": ({s: sum(not r.boxes for r in by_split[s]) for s in split_names}
+                              if task == "detection" else None),
         "codec": encoder.name,
         "quality": encoder.quality,
         "image_size": image_size,  # null when the images differ in size: re-ingest with --image-size

@@ -76,7 +76,8 @@ def prepare_dataset(config: ExperimentConfig, out: Path, log: Log) -> Path:
         same = (card["source"] == settings.source and card["codec"] == settings.codec
                 and card["quality"] == codec.quality and card["seed"] == config.seed
                 and (settings.image_size is None or card["image_size"] == settings.image_size)
-                and (settings.task is None or card["task"] == settings.task))
+                and (settings.task is None or card["task"] == settings.task)
+                and (settings.classes is None or card["classes"] == settings.classes))
         if same:
             log(f"dataset: reusing {folder}")
             return folder
@@ -87,7 +88,7 @@ def prepare_dataset(config: ExperimentConfig, out: Path, log: Log) -> Path:
     log(f"dataset: ingesting {settings.source} ({settings.codec}) into {folder}")
     ingest(settings.source, folder, codec=settings.codec, quality=settings.quality, image_size=settings.image_size,
            val_fraction=settings.val_fraction, test_fraction=settings.test_fraction, seed=config.seed,
-           task=settings.task, overwrite=True)
+           task=settings.task, classes=settings.classes, overwrite=True)
     return folder
 
 

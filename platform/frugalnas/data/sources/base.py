@@ -41,6 +41,7 @@ class Source(ABC):
     classes: list[str]
     channels: int = 3
     has_boxes: bool = False
+    accepts_classes: bool = False  # whether a fixed class list can be given (``classes=``, ``--classes``)
 
     def __init__(self, argument: str | None, *, seed: int = 0):
         self.argument = argument
@@ -78,12 +79,25 @@ def pixels_from_file(path: Path, channels: int) -> Callable[[], np.ndarray]:
     return load
 
 
+def dominant_class(boxes: list[Box]) -> int | None:
+    """The class of the largest box: a detection image's ``label`` (None without boxes, stored as -1)."""
+    return max(boxes, key=lambda b: b[3] * b[4])[0] if boxes else None
+
+
 def parse_source_spec(spec: str) -> tuple[str, str | None]:
     """``"cifar:/data/c10"`` -> ("cifar", "/data/c10"); ``"digits"`` -> ("digits", None)."""
     name, _, argument = spec.partition(":")
     return name, (argument or None)
 
 
-def make_source(spec: str, *, seed: int = 0) -> Source:
+def make_source(spec: str, *, seed: int = 0, classes: list[str] | None = None) -> Source:
+    """The source for ``spec``; ``classes`` fixes the class list of sources that take one."""
     name, argument = parse_source_spec(spec)
-    return SOURCES.get(name)(argument, seed=seed)
+    cls = SOURCES.get(name)
+    if classes is None:
+        return cls(argument, seed=seed)
+    if not cls.accepts_classes:
+        takers = [n for n in SOURCES.names() if SOURCES.get(n).accepts_classes]
+        raise DataError(f"source {name!r} takes its class list from the data; a fixed class list "
+                        f"(--classes, dataset.classes) applies to: {', '.join(takers)}")
+    return cls(argument, seed=seed, classes=list(classes))

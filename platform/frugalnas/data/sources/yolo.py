@@ -1,14 +1,17 @@
 """A YOLO detection dataset: ``data.yaml`` (class ``names``), ``images/<split>/`` and
 ``labels/<split>/<image stem>.txt`` with one ``class cx cy w h`` line (normalised to [0, 1]) per object.
 
-An empty label file is a background image; a missing one is an error (it usually means a lost file).
+As in ultralytics, an image without a label file, or with an empty one, is a *background* image:
+kept, with no boxes (stored label -1), and trained on as an image without objects; ingest counts
+them per split in the card's ``background_images``. A split folder ``images/<split>/`` needs its
+``labels/<split>/`` folder, though: without it every image would silently become background.
 """
 from __future__ import annotations
 
 import yaml
 
 from frugalnas.errors import DataError
-from frugalnas.data.sources.base import SOURCES, Record, Source, existing_path, pixels_from_file
+from frugalnas.data.sources.base import SOURCES, Record, Source, dominant_class, existing_path, pixels_from_file
 from frugalnas.data.sources.folder import IMAGE_SUFFIXES
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -69,6 +72,10 @@ class YoloSource(Source):
         unknown = [name for name, split in self.splits.items() if split is None]
         if unknown:
             raise DataError(f"unknown split folder(s) {unknown} in {images}: allowed {sorted(SPLIT_ALIASES)}")
+        unlabelled = [name for name in self.splits if not (self.root / "labels" / name).is_dir()]
+        if unlabelled:
+            raise DataError(f"no labels/{unlabelled[0]}/ folder in {self.root} for images/{unlabelled[0]}/: a YOLO "
+                            "split needs its label folder (an image without a label file there is a background image)")
 
     def records(self):
         for folder, split in self.splits.items():
@@ -80,16 +87,14 @@ class YoloSource(Source):
                     yield Record(split, str(path), problem="not an image file")
                     continue
                 label_path = label_dir / path.relative_to(image_dir).with_suffix(".txt")
-                if not label_path.exists():
-                    yield Record(split, str(path), problem=f"image without its label file {label_path}")
-                    continue
                 try:
-                    boxes = parse_label_file(label_path.read_text(), len(self.classes))
+                    # no label file: a background image, as ultralytics reads it
+                    boxes = parse_label_file(label_path.read_text(), len(self.classes)) if label_path.exists() else []
                 except (ValueError, UnicodeDecodeError) as error:
                     yield Record(split, str(label_path), problem=str(error))
                     continue
-                label = max(boxes, key=lambda b: b[3] * b[4])[0] if boxes else None
-                yield Record(split, str(path), load=pixels_from_file(path, self.channels), label=label, boxes=boxes)
+                yield Record(split, str(path), load=pixels_from_file(path, self.channels), label=dominant_class(boxes),
+                             boxes=boxes)
             if label_dir.is_dir():
                 for orphan in sorted(p for p in label_dir.rglob("*.txt") if p.relative_to(label_dir).with_suffix("") not in image_stems):
                     yield Record(split, str(orphan), problem="label file without an image")
