@@ -186,7 +186,14 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
               show_default=True, help="Autoencoder kind for dds (trained on first use, then reused).")
 @click.option("--latent-dim", type=int, default=16, show_default=True)
 @click.option("--embed-epochs", type=int, default=10, show_default=True, help="Autoencoder epochs (0 = untrained).")
-@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--epochs", type=int, default=None,
+              help="Training epochs [default: 20, or as many as --images-budget needs when that is given; "
+                   "with both, whichever ends first].")
+@click.option("--images-budget", type=int, default=None,
+              help="Stop after exactly this many training images (forward + backward), mid-epoch if need be; "
+                   "the learning-rate schedule then runs over the images instead of the epochs.")
+@click.option("--schedule", type=click.Choice(["cosine", "onecycle"]), default="cosine", show_default=True,
+              help="Learning-rate schedule: cosine annealing, or one-cycle (10% linear warm-up, then cosine).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -194,7 +201,8 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on the last line.")
 @user_errors
 def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs, curriculum_stages, index,
-          embedding_kind, latent_dim, embed_epochs, epochs, batch_size, lr, seed, out, as_json):
+          embedding_kind, latent_dim, embed_epochs, epochs, images_budget, schedule, batch_size, lr, seed, out,
+          as_json):
     """Train one fixed architecture on DATASET with a data selector (no search).
 
     Reports test accuracy (held-out test split) against the images processed, the cost DDS cuts.
@@ -202,16 +210,23 @@ def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs
     from frugalnas.train import TrainSettings
     from frugalnas.train.fixed import train_fixed
 
+    if epochs is None and images_budget is None:
+        epochs = 20
+    end = "?" if epochs is None else epochs
+
     def progress(r):
-        what = (f"trained on {r.images} images, acc {r.train_accuracy:.3f}, loss {r.train_loss:.3f}" if r.trained
+        what = (f"trained on {r.images} images, acc {r.train_accuracy:.3f}, loss {r.train_loss:.3f}" if r.images
                 else "subset update (no training)" if r.updated else "idle")
-        click.echo(f"  epoch {r.epoch + 1}/{epochs}: {what} | images processed {r.images_processed} | "
+        budget = f"/{images_budget}" if images_budget else ""
+        cut = "" if r.complete else " (budget reached mid-epoch)"
+        click.echo(f"  epoch {r.epoch + 1}/{end}: {what}{cut} | images processed {r.images_processed}{budget} | "
                    f"updates {r.subset_updates} | {r.seconds:.2f}s", err=True)
 
     def embed_progress(info):
         click.echo(f"  autoencoder epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}", err=True)
 
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, images_budget=images_budget,
+                             schedule=schedule)
     report = train_fixed(dataset, arch, selector=selector, subset_size=subset_size, hardness=hardness, mastery=mastery,
                          warmup_epochs=warmup_epochs, curriculum_stages=curriculum_stages, index=index,
                          embedding={"kind": embedding_kind, "latent_dim": latent_dim, "epochs": embed_epochs},

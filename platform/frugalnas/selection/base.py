@@ -222,6 +222,11 @@ class Selector(ABC):
         return self._epoch
 
     @property
+    def plan(self) -> EpochPlan | None:
+        """The plan of the current epoch (None before the first :meth:`next_epoch`)."""
+        return self._plan
+
+    @property
     def images_processed(self) -> int:
         """Images passed to :meth:`observe` so far, repeats included: the training cost."""
         return self._images_processed

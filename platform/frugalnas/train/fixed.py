@@ -71,6 +71,8 @@ def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", su
         "images_processed": chosen.images_processed,
         "subset_updates": chosen.subset_updates,
         "epochs": settings.epochs,
+        "images_budget": settings.images_budget,
+        "schedule": settings.schedule,
         "trained_epochs": sum(r.trained for r in history),
         "params": sum(p.numel() for p in model.parameters()),
         "wall_seconds": round(time.perf_counter() - started, 3),
