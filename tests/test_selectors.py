@@ -88,7 +88,7 @@ def class_counts(sel, labels_by_id):
 
 
 def test_registered_names():
-    assert SELECTORS.names() == ["dds", "dynamic-random", "full", "random"]
+    assert set(SELECTORS.names()) >= {"dds", "dynamic-random", "full", "random", "stream"}
     assert SELECTORS.get("dds") is DDSSelector
     assert SELECTORS.get("dynamic-random") is DynamicRandomSelector
 
@@ -385,7 +385,7 @@ def test_images_processed_counts_every_observed_id(data):
 # ------------------------------------------------------------------ determinism and resume
 
 
-@pytest.mark.parametrize("name", ["full", "random", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["full", "stream", "random", "dynamic-random", "dds"])
 def test_same_seed_same_plans(data, name):
     a, b = make(name, data, seed=5), make(name, data, seed=5)
     for _ in range(15):
@@ -393,7 +393,7 @@ def test_same_seed_same_plans(data, name):
     assert a.history == b.history
 
 
-@pytest.mark.parametrize("name", ["random", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["random", "stream", "dynamic-random", "dds"])
 def test_different_seed_different_initial_subset(data, name):
     assert not np.array_equal(make(name, data, seed=0).subset, make(name, data, seed=1).subset)
 
@@ -408,7 +408,7 @@ def test_dynamic_random_differs_from_dds_only_in_the_replacement(data):
     assert not np.array_equal(dds.subset, rnd.subset)
 
 
-@pytest.mark.parametrize("name", ["full", "random", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["full", "stream", "random", "dynamic-random", "dds"])
 @pytest.mark.parametrize("mid_epoch", [False, True])
 def test_state_dict_round_trip_continues_identically(data, name, mid_epoch):
     reference = make(name, data, seed=3)

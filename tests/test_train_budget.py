@@ -107,7 +107,7 @@ def test_a_cut_batch_off_the_grid_takes_two_steps_and_nothing_else_changes(train
     assert stepped.images_processed == straight.images_processed == 250
 
 
-@pytest.mark.parametrize("policy", ["random", "dynamic-random", "full"])
+@pytest.mark.parametrize("policy", ["random", "dynamic-random", "full", "stream"])
 def test_resume_mid_epoch_equals_uninterrupted(train_data, policy):
     """A checkpoint taken where the budget cut an epoch (off the batch grid), reloaded into a fresh
     trainer and continued, equals the same trainer continued without the checkpoint (model,

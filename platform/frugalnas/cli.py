@@ -171,9 +171,10 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
 @click.argument("dataset", type=click.Path())
 @click.option("--arch", default="baseline:cnn", show_default=True,
               help="SPACE:ARCH, e.g. baseline:cnn or nb201:'|nor_conv_3x3~0|+|...|'.")
-@click.option("--selector", type=click.Choice(["full", "random", "dynamic-random", "dds"]), default="dds",
-              show_default=True, help="Which images each epoch trains on.")
-@click.option("--subset-size", type=int, default=100, show_default=True, help="Images per epoch (all but full).")
+@click.option("--selector", type=click.Choice(["full", "stream", "random", "dynamic-random", "dds"]), default="dds",
+              show_default=True, help="Which images each epoch trains on (see the README's selector table).")
+@click.option("--subset-size", type=int, default=100, show_default=True,
+              help="Images per epoch (all but full; stream: the stream's stretch per epoch).")
 @click.option("--hardness", type=float, default=0.9, show_default=True, help="An image is easy above this hardness.")
 @click.option("--mastery", type=float, default=0.6, show_default=True,
               help="Subset training accuracy at which it counts as mastered.")

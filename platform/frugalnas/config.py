@@ -15,7 +15,7 @@ from frugalnas.errors import ConfigError
 from frugalnas.validation import describe
 
 Codec = Literal["jpeg", "webp", "png", "raw"]
-Policy = Literal["full", "random", "dynamic-random", "dds"]
+Policy = Literal["full", "stream", "random", "dynamic-random", "dds"]
 
 
 class Section(BaseModel):
@@ -44,7 +44,7 @@ class EmbeddingConfig(Section):
 
 class SelectionConfig(Section):
     policy: Policy = "dds"
-    subset_size: int = Field(200, ge=1)
+    subset_size: Optional[int] = Field(200, ge=1, description="images per epoch; stream: null = a whole pass")
     hardness: float = Field(0.9, gt=0, le=1)
     mastery: float = Field(0.6, gt=0, le=1)
     warmup_epochs: int = Field(2, ge=0)

@@ -1,4 +1,4 @@
-"""Data selection: which training images each epoch trains on (full, random, DDS, ...)."""
+"""Data selection: which training images each epoch trains on (full, stream, random, DDS, ...)."""
 from frugalnas.selection.furthest import FURTHEST_INDEXES, ExactFurthest, FurthestIndex
 from frugalnas.selection.base import SELECTORS, EpochPlan, Selector, make_selector
 from frugalnas.selection.dynamic import DynamicSelector
@@ -6,11 +6,12 @@ from frugalnas.selection.full import FullData
 from frugalnas.selection.random_subset import RandomSubset
 from frugalnas.selection.dynamic_random import DynamicRandomSelector
 from frugalnas.selection.dds import DDSSelector
+from frugalnas.selection.stream import StreamSelector
 
 __all__ = ["FURTHEST_INDEXES", "ExactFurthest", "FurthestIndex"]
 __all__ += [
     "SELECTORS", "EpochPlan", "Selector", "make_selector", "DynamicSelector",
-    "FullData", "RandomSubset", "DynamicRandomSelector", "DDSSelector",
+    "FullData", "RandomSubset", "DynamicRandomSelector", "DDSSelector", "StreamSelector",
 ]
 from frugalnas.selection.kdtree import KDTreeFurthest  # noqa: E402  (registers "kdtree")
 __all__ += ["KDTreeFurthest"]

@@ -9,8 +9,8 @@ A training loop drives any selector the same way::
             ...train on plan.ids, in that order, collecting per-image confidence / correctness...
             selector.observe(ids, confidence, correct)
 
-Policies register in :data:`SELECTORS` under the name used in YAML (``full``, ``random``,
-``dynamic-random``, ``dds``). Every selector is deterministic for its seed and can be checkpointed
+Policies register in :data:`SELECTORS` under the name used in YAML (``full``, ``stream``,
+``random``, ``dynamic-random``, ``dds``, ...). Every selector is deterministic for its seed and can be checkpointed
 with :meth:`Selector.state_dict` and resumed with :meth:`Selector.load_state_dict`.
 """
 from __future__ import annotations

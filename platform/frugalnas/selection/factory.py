@@ -14,7 +14,7 @@ def needs_latents(policy: str) -> bool:
     return policy == "dds"
 
 
-def selector_from_settings(policy: str, train_ids: np.ndarray, train_labels: np.ndarray, *, subset_size: int,
+def selector_from_settings(policy: str, train_ids: np.ndarray, train_labels: np.ndarray, *, subset_size: int | None,
                            hardness: float = 0.9, mastery: float = 0.6, warmup_epochs: int = 5,
                            curriculum_stages: int = 0, total_epochs: int | None = None, seed: int = 0,
                            latents: tuple[np.ndarray, np.ndarray] | None = None,
