@@ -60,6 +60,8 @@ def make(name, data, **kw):
         kw.setdefault("index", ExactFurthest(ids, latents, labels))
     if name in ("dds", "dynamic-random"):
         kw.setdefault("warmup_epochs", 2)
+    if name == "entropy":  # log-uniform entropies over 1e-6 .. 1 (about 12 bins of width 0.5)
+        kw.setdefault("entropy", (ids, 10 ** (-6 * hash01(ids, 99))))
     return make_selector(name, ids, labels, **kw)
 
 
@@ -385,7 +387,7 @@ def test_images_processed_counts_every_observed_id(data):
 # ------------------------------------------------------------------ determinism and resume
 
 
-@pytest.mark.parametrize("name", ["full", "stream", "random", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["full", "stream", "random", "entropy", "dynamic-random", "dds"])
 def test_same_seed_same_plans(data, name):
     a, b = make(name, data, seed=5), make(name, data, seed=5)
     for _ in range(15):
@@ -393,7 +395,7 @@ def test_same_seed_same_plans(data, name):
     assert a.history == b.history
 
 
-@pytest.mark.parametrize("name", ["random", "stream", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["random", "stream", "entropy", "dynamic-random", "dds"])
 def test_different_seed_different_initial_subset(data, name):
     assert not np.array_equal(make(name, data, seed=0).subset, make(name, data, seed=1).subset)
 
@@ -408,7 +410,7 @@ def test_dynamic_random_differs_from_dds_only_in_the_replacement(data):
     assert not np.array_equal(dds.subset, rnd.subset)
 
 
-@pytest.mark.parametrize("name", ["full", "stream", "random", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["full", "stream", "random", "entropy", "dynamic-random", "dds"])
 @pytest.mark.parametrize("mid_epoch", [False, True])
 def test_state_dict_round_trip_continues_identically(data, name, mid_epoch):
     reference = make(name, data, seed=3)

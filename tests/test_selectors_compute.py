@@ -57,3 +57,90 @@ def test_stream_checkpoint_holds_a_generator_state_not_the_pass(data):
     resumed.load_state_dict(json.loads(json.dumps(state)))
     for _ in range(5):
         assert np.array_equal(step(sel).ids, step(resumed).ids)
+
+
+# ------------------------------------------------------------------ entropy (Na et al. 2021)
+
+
+def test_entropy_histogram_follows_the_papers_rule():
+    from frugalnas.selection.entropy import entropy_histogram
+
+    # log10 entropies: 3 in [-3, -2.5), none in [-2.5, -2), 1 in [-2, -1.5), 6 in [-0.5, 0)
+    logs = np.array([-2.9, -2.8, -2.6, -1.7] + [-0.4, -0.3, -0.3, -0.2, -0.1, -0.05])
+    h = entropy_histogram(10 ** logs, bin_width=0.5)
+    np.testing.assert_allclose(h["edges"], [-3, -2.5, -2, -1.5, -1, -0.5, 0])
+    assert h["counts"].tolist() == [3, 0, 1, 0, 0, 6]
+    weight = np.array([6 - 3 + 1, 0, 6 - 1 + 1, 0, 0, 6 - 6 + 1])
+    np.testing.assert_allclose(h["probability"], weight / weight.sum())
+    assert h["bin"].tolist() == [0, 0, 0, 2] + [5] * 6
+    # a zero entropy is floored, not -inf
+    assert np.isfinite(entropy_histogram(np.array([0.0, 0.5]))["edges"]).all()
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        entropy_histogram(np.array([0.1, -1.0]))
+
+
+def test_entropy_sampling_weights_each_image_by_its_bin_probability_over_its_count():
+    from frugalnas.selection.entropy import entropy_histogram, entropy_sample
+
+    rng = np.random.default_rng(0)
+    entropy = 10 ** rng.normal(-1.5, 0.8, size=300)
+    ids = np.arange(1000, 1300)
+    h = entropy_histogram(entropy)
+    expected = h["probability"][h["bin"]] / h["counts"][h["bin"]]
+
+    class Spy:  # records the weights the sampler draws with
+        def choice(self, n, size, replace, p):
+            self.n, self.size, self.replace, self.p = n, size, replace, p
+            return np.arange(size)
+
+    spy = Spy()
+    entropy_sample(ids, entropy, 40, spy)
+    assert (spy.n, spy.size, spy.replace) == (300, 40, False)
+    np.testing.assert_allclose(spy.p, expected / expected.sum())
+    # and the real draw follows it: frequencies of single draws per bin against the bin probabilities
+    draws = np.array([h["bin"][np.searchsorted(ids, entropy_sample(ids, entropy, 1, np.random.default_rng(s))[0][0])]
+                      for s in range(3000)])
+    freq = np.bincount(draws, minlength=len(h["counts"])) / len(draws)
+    np.testing.assert_allclose(freq, h["probability"], atol=0.03)
+    # the rare tails are over-weighted: per image, the least crowded non-empty bin beats the most crowded
+    assert expected[h["bin"] == h["counts"].argmax()].max() < expected.max()
+
+
+def test_entropy_selector_is_static_seeded_and_checked_on_resume(data):
+    ids, labels, _ = data
+    sel = make("entropy", data, subset_size=80, seed=4)
+    subset = sel.subset
+    assert len(subset) == 80 and len(np.unique(subset)) == 80
+    for _ in range(3):
+        plan = step(sel)
+        assert np.array_equal(np.sort(plan.ids), subset)
+    assert sum(sel.histogram["selected"]) == 80 and sum(sel.histogram["counts"]) == N
+    assert np.array_equal(make("entropy", data, subset_size=80, seed=4).subset, subset)
+    state = sel.state_dict()
+    other_scores = (ids, np.linspace(0.01, 1, len(ids)))
+    with pytest.raises(ValueError, match="entropy_fingerprint"):
+        make("entropy", data, subset_size=80, seed=4, entropy=other_scores).load_state_dict(state)
+
+
+def test_entropy_selector_bad_input(data):
+    ids, labels, _ = data
+    with pytest.raises(ValueError, match=r"lack 1 training image\(s\)"):
+        make("entropy", data, entropy=(ids[1:], np.ones(len(ids) - 1)))
+    with pytest.raises(ValueError, match="subset_size is required"):
+        make("entropy", data, subset_size=None)
+    with pytest.raises(ValueError, match="bin_width must be a number > 0"):
+        make("entropy", data, bin_width=0)
+    with pytest.raises(TypeError, match="required keyword-only argument: .entropy"):
+        make_selector("entropy", ids, labels, subset_size=10)
+    # scores of a larger set (e.g. the whole training split for the DARTS weight half) are fine
+    extra = (np.concatenate([ids, [1, 2]]), np.concatenate([10 ** (-3 * np.ones(len(ids))), [0.5, 0.6]]))
+    assert len(make("entropy", data, entropy=extra).subset) == 100
+
+
+def test_policy_needs():
+    from frugalnas.selection.factory import needs_entropy, needs_latents, policy_needs
+
+    assert policy_needs("dds") == ("latents",) and needs_latents("dds") and not needs_entropy("dds")
+    assert policy_needs("entropy") == ("entropy",) and needs_entropy("entropy") and not needs_latents("entropy")
+    for name in ("full", "stream", "random", "dynamic-random"):
+        assert policy_needs(name) == ()

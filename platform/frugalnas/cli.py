@@ -171,7 +171,8 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
 @click.argument("dataset", type=click.Path())
 @click.option("--arch", default="baseline:cnn", show_default=True,
               help="SPACE:ARCH, e.g. baseline:cnn or nb201:'|nor_conv_3x3~0|+|...|'.")
-@click.option("--selector", type=click.Choice(["full", "stream", "random", "dynamic-random", "dds"]), default="dds",
+@click.option("--selector", type=click.Choice(["full", "stream", "random", "entropy", "dynamic-random", "dds"]),
+              default="dds",
               show_default=True, help="Which images each epoch trains on (see the README's selector table).")
 @click.option("--subset-size", type=int, default=100, show_default=True,
               help="Images per epoch (all but full; stream: the stream's stretch per epoch).")
@@ -187,6 +188,11 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
               show_default=True, help="Autoencoder kind for dds (trained on first use, then reused).")
 @click.option("--latent-dim", type=int, default=16, show_default=True)
 @click.option("--embed-epochs", type=int, default=10, show_default=True, help="Autoencoder epochs (0 = untrained).")
+@click.option("--reference-epochs", type=int, default=5, show_default=True,
+              help="entropy: epochs of the reference model (baseline:cnn on the whole train split; trained on "
+                   "first use, then reused).")
+@click.option("--entropy-bin-width", type=float, default=0.5, show_default=True,
+              help="entropy: width of the log10-entropy histogram's bins (the paper: 0.5 for CIFAR-10).")
 @click.option("--epochs", type=int, default=None,
               help="Training epochs [default: 20, or as many as --images-budget needs when that is given; "
                    "with both, whichever ends first].")
@@ -202,8 +208,8 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on the last line.")
 @user_errors
 def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs, curriculum_stages, index,
-          embedding_kind, latent_dim, embed_epochs, epochs, images_budget, schedule, batch_size, lr, seed, out,
-          as_json):
+          embedding_kind, latent_dim, embed_epochs, reference_epochs, entropy_bin_width, epochs, images_budget,
+          schedule, batch_size, lr, seed, out, as_json):
     """Train one fixed architecture on DATASET with a data selector (no search).
 
     Reports test accuracy (held-out test split) against the images processed, the cost DDS cuts.
@@ -231,7 +237,11 @@ def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs
     report = train_fixed(dataset, arch, selector=selector, subset_size=subset_size, hardness=hardness, mastery=mastery,
                          warmup_epochs=warmup_epochs, curriculum_stages=curriculum_stages, index=index,
                          embedding={"kind": embedding_kind, "latent_dim": latent_dim, "epochs": embed_epochs},
-                         settings=settings, progress=progress, embed_progress=embed_progress)
+                         reference={"epochs": reference_epochs}, entropy_bin_width=entropy_bin_width,
+                         settings=settings, progress=progress, embed_progress=embed_progress,
+                         reference_progress=lambda r: click.echo(
+                             f"  reference model epoch {r.epoch + 1}/{reference_epochs}: train acc "
+                             f"{r.train_accuracy:.3f}", err=True))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n")

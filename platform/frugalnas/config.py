@@ -15,7 +15,7 @@ from frugalnas.errors import ConfigError
 from frugalnas.validation import describe
 
 Codec = Literal["jpeg", "webp", "png", "raw"]
-Policy = Literal["full", "stream", "random", "dynamic-random", "dds"]
+Policy = Literal["full", "stream", "random", "entropy", "dynamic-random", "dds"]
 
 
 class Section(BaseModel):
@@ -50,6 +50,19 @@ class SelectionConfig(Section):
     warmup_epochs: int = Field(2, ge=0)
     curriculum_stages: int = Field(0, ge=0, le=20)
     index: Literal["exact", "kdtree"] = "kdtree"
+    entropy_bin_width: float = Field(0.5, gt=0, description="entropy: log10 bin width (the paper: 0.5 for CIFAR-10)")
+    entropy_scores: Optional[str] = Field(None, description="entropy: a Parquet file of (id, entropy) per training "
+                                          "image; default: scored by the reference model")
+
+
+class ReferenceConfig(Section):
+    """The entropy selector's reference model, trained once per dataset and cached (Na et al. 2021)."""
+
+    arch: str = Field("baseline:cnn", description="SPACE:ARCH of the reference model")
+    epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    seed: int = Field(0, ge=0)
 
 
 class SearchConfig(Section):
@@ -94,6 +107,7 @@ class ExperimentConfig(Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     space: Union[str, dict[str, Any]] = Field(
         "nb201", description="a built-in space name or YAML path, or {name: ..., <settings to override>}")
     search: SearchConfig = Field(default_factory=SearchConfig)

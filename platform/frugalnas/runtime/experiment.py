@@ -22,7 +22,7 @@ from frugalnas.data import ingest, open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.errors import ConfigError
 from frugalnas.selection import make_selector
-from frugalnas.selection.factory import needs_latents
+from frugalnas.selection.factory import needs_entropy, needs_latents
 from frugalnas.spaces import load_space
 from frugalnas.track import experiment as tracking
 from frugalnas.train.classify import TrainSettings, evaluate, train_with_selector
@@ -117,6 +117,24 @@ def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> 
     return report
 
 
+def prepare_entropy(config: ExperimentConfig, dataset_dir: Path, log: Log) -> dict | None:
+    """The entropy selector's scores (trained once per dataset and reference settings, then reused);
+    fills ``selection.entropy_scores`` so that every candidate reads the same file."""
+    if not needs_entropy(config.selection.policy) or config.selection.entropy_scores:
+        return None
+    from frugalnas.train.reference import ensure_entropy_scores
+
+    ref = config.reference
+    log(f"entropy: reference model {ref.arch}, {ref.epochs} epochs on the whole train split (once per dataset)")
+    report = ensure_entropy_scores(dataset_dir, **ref.model_dump(),
+                                   progress=lambda r: log(f"  reference epoch {r.epoch + 1}/{ref.epochs}: "
+                                                          f"train acc {r.train_accuracy:.3f}"))
+    log(f"entropy: {'reused' if report['cached'] else 'scored'} {report['path']} (one-off cost "
+        f"{report['images_processed']:,} images, {report['train_seconds']:.0f}s)")
+    config.selection.entropy_scores = report["path"]
+    return report
+
+
 def retrain_final(config: ExperimentConfig, space, arch, dataset_dir: Path, log: Log) -> dict:
     """Train the derived architecture from scratch on the full training split; test accuracy."""
     dataset = open_dataset(dataset_dir)
@@ -172,6 +190,7 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
         raise ConfigError(f"the search scores candidates on a val split, and {dataset_dir} has none: "
                           "set dataset.val_fraction > 0")
     embedding = prepare_embedding(config, dataset_dir, log)
+    prepare_entropy(config, dataset_dir, log)
     if tracker:
         tracking.log_dataset(tracker, dataset_dir, embedding)
     name, overrides = config.space_spec()

@@ -146,6 +146,9 @@ class Selector(ABC):
     """
 
     name: ClassVar[str] = ""  # the registry name; set by each policy
+    #: Inputs the policy needs beyond ids and labels, made once per dataset by the caller:
+    #: "latents" (autoencoder embeddings, for a furthest-neighbour index), "entropy" (reference-model scores).
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, train_ids, train_labels, *, subset_size=None, seed=0):
         ids = np.asarray(train_ids)

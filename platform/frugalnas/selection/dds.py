@@ -22,6 +22,7 @@ class DDSSelector(DynamicSelector):
     """
 
     name = "dds"
+    needs = ("latents",)
 
     def __init__(
         self,

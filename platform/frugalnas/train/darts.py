@@ -206,7 +206,8 @@ def bilevel_split(train_ids, train_labels, *, arch_fraction: float = 0.5, seed: 
     return BilevelSplit(weight[w], weight_y[w], arch[a], arch_y[a])
 
 
-SELECTION_KEYS = ("policy", "subset_size", "hardness", "mastery", "warmup_epochs", "curriculum_stages", "index")
+SELECTION_KEYS = ("policy", "subset_size", "hardness", "mastery", "warmup_epochs", "curriculum_stages", "index",
+                  "entropy_scores", "entropy_bin_width")
 
 
 def selector_for_weight_half(split: BilevelSplit, selection: Mapping[str, Any], *, seed: int, total_epochs: int,

@@ -17,20 +17,24 @@ from frugalnas.data.store import open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.embed.latents import ensure_embedding
 from frugalnas.errors import ConfigError, DataError
-from frugalnas.selection.factory import needs_latents, selector_from_settings
+from frugalnas.selection.factory import needs_entropy, needs_latents, selector_from_settings
 from frugalnas.train.classify import EpochResult, TrainSettings, evaluate, train_with_selector
 from frugalnas.train.models import build_arch
 
 
-def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", subset_size: int = 100,
+def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", subset_size: int | None = 100,
                 hardness: float = 0.9, mastery: float = 0.6, warmup_epochs: int = 5, curriculum_stages: int = 0,
                 index: str = "kdtree", embedding: dict | None = None, settings: TrainSettings | None = None,
+                reference: dict | None = None, entropy_bin_width: float = 0.5,
                 eval_split: str = "test", eval_every: int = 0,
                 progress: Callable[[EpochResult], None] | None = None,
-                embed_progress: Callable[[dict], None] | None = None) -> dict:
+                embed_progress: Callable[[dict], None] | None = None,
+                reference_progress: Callable[[EpochResult], None] | None = None) -> dict:
     """Train ``arch`` (``SPACE:ARCH``) on ``dataset_dir`` with the named selector; returns the report.
 
     ``embedding`` = {kind, latent_dim, epochs, image_size} for dds (defaults: triplet, 16, 10, 32).
+    ``reference`` = {arch, epochs, batch_size, lr, seed} of the entropy selector's reference model
+    (defaults: baseline:cnn, 5, 64, 0.05, 0); ``entropy_bin_width`` its histogram's bin width.
     """
     settings = settings or TrainSettings()
     started = time.perf_counter()
@@ -52,11 +56,17 @@ def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", su
         embedding = {"kind": "triplet", "latent_dim": 16, "epochs": 10, "image_size": 32, **(embedding or {})}
         embedding_report = ensure_embedding(dataset_dir, seed=settings.seed, progress=embed_progress, **embedding)
         latents = load_latents(embedding_report["path"])
+    entropy_report = None
+    if needs_entropy(selector):
+        from frugalnas.train.reference import ensure_entropy_scores
+
+        entropy_report = ensure_entropy_scores(dataset_dir, progress=reference_progress, **(reference or {}))
     try:
         chosen = selector_from_settings(
             selector, train_data.ids, train_data.labels, subset_size=subset_size, hardness=hardness, mastery=mastery,
             warmup_epochs=warmup_epochs, curriculum_stages=curriculum_stages, total_epochs=settings.epochs,
-            seed=settings.seed, latents=latents, index=index)
+            seed=settings.seed, latents=latents, index=index,
+            entropy_scores=entropy_report and entropy_report["path"], entropy_bin_width=entropy_bin_width)
     except ValueError as error:
         raise ConfigError(f"selector {selector!r}: {error}") from None
     history = train_with_selector(model, train_data, chosen, settings, eval_data=test_data, eval_every=eval_every,
@@ -77,7 +87,11 @@ def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", su
         "params": sum(p.numel() for p in model.parameters()),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "embedding": None if embedding_report is None else {
-            k: embedding_report[k] for k in ("kind", "latent_dim", "epochs", "path", "knn_agreement", "pixel_knn_agreement")},
+            k: embedding_report.get(k) for k in ("kind", "latent_dim", "epochs", "path", "knn_agreement",
+                                                 "pixel_knn_agreement", "images_processed", "train_seconds")},
+        "entropy_reference": None if entropy_report is None else {
+            k: entropy_report[k] for k in ("arch", "epochs", "path", "images_processed", "train_seconds",
+                                           "reference_accuracy", "cached")},
         "settings": asdict(settings),
         "history": [asdict(r) for r in history],
     }
