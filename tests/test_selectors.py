@@ -228,6 +228,9 @@ def run_checked(sel, data, epochs, learn=learner):
             and previous.epoch + 1 >= sel.warmup_epochs
             and sel.history[-2]["train_accuracy"] >= sel.history[-2]["mastery_threshold"]
         )
+        if expected_update and record["noop_update"]:  # nothing easy to swap: trains instead
+            assert plan.train and not plan.updated and not [i for i in before if scores.get(i, 0.0) > sel.hardness]
+            expected_update = False
         assert plan.updated == expected_update == (not plan.train)
 
         if plan.updated:
@@ -326,8 +329,10 @@ def test_replacement_none_keeps_the_easy_image():
     easy = lambda ids, epoch: (np.full(len(ids), 0.95), np.ones(len(ids), bool))
     step(sel, easy)
     plan = step(sel, easy)
-    assert plan.updated and plan.replaced == 0
-    assert sel.history[-1]["n_easy"] == 20 and sel.subset.tolist() == ids.tolist()
+    # an update that swaps nothing is no update: the epoch trains instead
+    assert plan.train and not plan.updated and plan.replaced == 0 and sel.subset_updates == 0
+    assert sel.history[-1]["noop_update"] and sel.history[-1]["n_easy"] == 20
+    assert sel.subset.tolist() == ids.tolist()
 
 
 def test_faulty_index_is_caught(data):

@@ -144,3 +144,96 @@ def test_policy_needs():
     assert policy_needs("entropy") == ("entropy",) and needs_entropy("entropy") and not needs_latents("entropy")
     for name in ("full", "stream", "random", "dynamic-random"):
         assert policy_needs(name) == ()
+
+
+# ------------------------------------------------------------------ DDS repairs
+
+
+@pytest.mark.parametrize("name", ["dds", "dynamic-random"])
+def test_an_update_that_would_swap_nothing_trains_instead(data, name):
+    right_but_unsure = lambda ids, epoch: (np.full(len(ids), 0.5), np.ones(len(ids), bool))  # mastered, none easy
+    sel = make(name, data, warmup_epochs=2)
+    plans = [step(sel, right_but_unsure) for _ in range(8)]
+    assert all(p.train and not p.updated for p in plans)
+    assert sel.subset_updates == 0 and sel.images_processed == 8 * 100
+    assert [r["noop_update"] for r in sel.history] == [False, False] + [True] * 6
+
+
+def test_noop_updates_cost_no_epoch_and_no_lr_restart_in_the_trainer(digits_dataset):
+    import torch
+
+    from frugalnas.data import open_dataset
+    from frugalnas.data.torch_dataset import ImageSplit
+    from frugalnas.train import SelectorTrainer, TrainSettings, build_arch
+
+    torch.set_num_threads(1)
+    train = ImageSplit(open_dataset(digits_dataset), "train")
+    torch.manual_seed(0)
+    model, _ = build_arch("baseline:cnn", 10, 1)
+    # hardness 1.0: no image can be easy, and mastery 0.1 is reached at once: every update is a no-op
+    sel = make_selector("dynamic-random", train.ids, train.labels, subset_size=50, warmup_epochs=1, mastery=0.1,
+                        hardness=1.0)
+    trainer = SelectorTrainer(model, train, sel, TrainSettings(epochs=5, batch_size=25))
+    results = [trainer.run_epoch() for _ in range(5)]
+    assert all(r.trained and r.images == 50 for r in results)
+    assert trainer.images_processed == 250 and trainer.cycle_start == 0
+    assert [h["noop_update"] for h in sel.history] == [False] + [True] * 4
+
+
+@pytest.mark.parametrize("order", ["blocks", "shuffled"])
+def test_orders_shuffle_within_the_curriculum(data, order):
+    from frugalnas.selection.dynamic import CURRICULUM_BLOCKS
+
+    strict, mixed = make("dds", data, seed=1), make("dds", data, seed=1, order=order)
+    for _ in range(3):  # the warm-up: same scores, so the same curriculum underneath
+        a, b = step(strict), step(mixed)
+        assert sorted(a.ids.tolist()) == sorted(b.ids.tolist())
+    a, b = strict.next_epoch(), mixed.next_epoch()
+    assert not np.array_equal(a.ids, b.ids)
+    if order == "blocks":
+        for block_a, block_b in zip(np.array_split(a.ids, CURRICULUM_BLOCKS), np.array_split(b.ids, CURRICULUM_BLOCKS)):
+            assert sorted(block_a.tolist()) == sorted(block_b.tolist()) and not np.array_equal(block_a, block_b)
+    again = make("dds", data, seed=1, order=order)
+    for _ in range(3):
+        step(again)
+    assert np.array_equal(again.next_epoch().ids, b.ids)  # seeded
+
+
+def test_easy_quantile_adapts_the_threshold_to_the_subset(data):
+    sel = make("dds", data, easy_quantile=0.8, warmup_epochs=1, mastery=0.5)
+    plan = step(sel)
+    scores = sel.scores()
+    threshold = np.quantile([scores[i] for i in sel.subset.tolist()], 0.8)
+    record = sel.history[-1]
+    assert record["easy_threshold"] == pytest.approx(threshold)
+    expected_easy = sorted(i for i in plan.ids.tolist() if scores[i] > threshold)
+    assert record["n_easy"] == len(expected_easy) == 20  # the easiest fifth of 100
+    update = sel.next_epoch()
+    assert update.updated and [old for old, _ in sel.history[-1]["swaps"]] == expected_easy
+    # the fixed threshold on the same learner: fewer easy images (~7.5% expected; 11 with this seed)
+    fixed = make("dds", data, warmup_epochs=1, mastery=0.5)
+    step(fixed)
+    assert fixed.history[-1]["n_easy"] < 15
+
+
+def test_easy_fraction_mastery(data):
+    sure = lambda ids, epoch: (np.where(np.arange(len(ids)) % 4 == 0, 0.95, 0.5), np.ones(len(ids), bool))
+    sel = make("dds", data, mastery_rule="easy-fraction", mastery=0.3, warmup_epochs=1)
+    step(sel, sure)  # a quarter easy: accuracy 1.0 would master, the easy fraction 0.25 < 0.3 does not
+    assert sel.history[-1]["n_easy"] == 25 and sel.history[-1]["mastered"] is False
+    assert step(sel, sure).train
+    loose = make("dds", data, mastery_rule="easy-fraction", mastery=0.25, warmup_epochs=1)
+    step(loose, sure)
+    assert loose.history[-1]["mastered"] is True and step(loose, sure).updated
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"order": "hardest-first"}, "order must be one of curriculum, blocks, shuffled"),
+    ({"easy_quantile": 1.0}, "easy_quantile must be below 1"),
+    ({"easy_quantile": 0}, r"easy_quantile must be a number in \(0, 1\]"),
+    ({"mastery_rule": "loss"}, "mastery_rule must be one of accuracy, easy-fraction"),
+    ({"mastery_rule": "easy-fraction", "easy_quantile": 0.8}, "needs the fixed easy threshold"),
+])
+def test_bad_repair_parameters(data, kw, match):
+    with pytest.raises(ValueError, match=match):
+        make("dynamic-random", data, **kw)

@@ -197,3 +197,17 @@ def test_cli_train_images_budget(digits_dataset, tmp_path):
     assert "budget reached mid-epoch" in result.stderr
     bad = CliRunner().invoke(cli, ["train", str(digits), "--selector", "random", "--images-budget", "0"])
     assert bad.exit_code == 2 and "images_budget" in bad.stderr
+
+
+def test_cli_train_dds_repair_options(digits_dataset, tmp_path):
+    import shutil
+
+    digits = shutil.copytree(digits_dataset, tmp_path / "digits")
+    result = CliRunner().invoke(cli, ["train", str(digits), "--selector", "dynamic-random", "--subset-size", "100",
+                                      "--order", "blocks", "--easy-quantile", "0.8", "--warmup-epochs", "1",
+                                      "--epochs", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    params = json.loads(result.stdout.strip().splitlines()[-1])["selector_params"]
+    assert params["order"] == "blocks" and params["easy_quantile"] == 0.8 and params["mastery_rule"] == "accuracy"
+    bad = CliRunner().invoke(cli, ["train", str(digits), "--selector", "dds", "--easy-quantile", "1.5"])
+    assert bad.exit_code == 2 and "easy_quantile" in bad.stderr

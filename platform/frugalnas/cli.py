@@ -182,6 +182,15 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
 @click.option("--warmup-epochs", type=int, default=5, show_default=True, help="First epochs that always train.")
 @click.option("--curriculum-stages", type=int, default=0, show_default=True,
               help="Raise the mastery threshold in this many stages (0 = off; the paper uses 5).")
+@click.option("--order", type=click.Choice(["curriculum", "blocks", "shuffled"]), default="curriculum",
+              show_default=True, help="dds/dynamic-random training order: easiest first, easiest first in 4 "
+                                      "shuffled blocks, or a fresh random order each epoch.")
+@click.option("--easy-quantile", type=float, default=None,
+              help="dds/dynamic-random: an image is easy above this quantile of the subset's hardness "
+                   "(0.8: the easiest fifth) instead of above --hardness.")
+@click.option("--mastery-rule", type=click.Choice(["accuracy", "easy-fraction"]), default="accuracy",
+              show_default=True, help="Mastered when the subset's training accuracy, or its fraction of easy "
+                                      "images (the thesis's variant), reaches --mastery.")
 @click.option("--index", type=click.Choice(["kdtree", "exact"]), default="kdtree", show_default=True,
               help="Furthest-neighbour index for dds.")
 @click.option("--embedding", "embedding_kind", type=click.Choice(["plain", "triplet"]), default="triplet",
@@ -207,7 +216,8 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the report to this JSON file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on the last line.")
 @user_errors
-def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs, curriculum_stages, index,
+def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs, curriculum_stages, order,
+          easy_quantile, mastery_rule, index,
           embedding_kind, latent_dim, embed_epochs, reference_epochs, entropy_bin_width, epochs, images_budget,
           schedule, batch_size, lr, seed, out, as_json):
     """Train one fixed architecture on DATASET with a data selector (no search).
@@ -235,7 +245,8 @@ def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, images_budget=images_budget,
                              schedule=schedule)
     report = train_fixed(dataset, arch, selector=selector, subset_size=subset_size, hardness=hardness, mastery=mastery,
-                         warmup_epochs=warmup_epochs, curriculum_stages=curriculum_stages, index=index,
+                         warmup_epochs=warmup_epochs, curriculum_stages=curriculum_stages, order=order,
+                         easy_quantile=easy_quantile, mastery_rule=mastery_rule, index=index,
                          embedding={"kind": embedding_kind, "latent_dim": latent_dim, "epochs": embed_epochs},
                          reference={"epochs": reference_epochs}, entropy_bin_width=entropy_bin_width,
                          settings=settings, progress=progress, embed_progress=embed_progress,

@@ -50,6 +50,11 @@ class SelectionConfig(Section):
     warmup_epochs: int = Field(2, ge=0)
     curriculum_stages: int = Field(0, ge=0, le=20)
     index: Literal["exact", "kdtree"] = "kdtree"
+    order: Literal["curriculum", "blocks", "shuffled"] = Field(
+        "curriculum", description="dds/dynamic-random: training order of the subset")
+    easy_quantile: Optional[float] = Field(None, gt=0, lt=1, description="dds/dynamic-random: easy above this "
+                                           "quantile of the subset's hardness instead of above `hardness`")
+    mastery_rule: Literal["accuracy", "easy-fraction"] = "accuracy"
     entropy_bin_width: float = Field(0.5, gt=0, description="entropy: log10 bin width (the paper: 0.5 for CIFAR-10)")
     entropy_scores: Optional[str] = Field(None, description="entropy: a Parquet file of (id, entropy) per training "
                                           "image; default: scored by the reference model")

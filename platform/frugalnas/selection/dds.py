@@ -37,6 +37,9 @@ class DDSSelector(DynamicSelector):
         warmup_epochs=5,
         curriculum_stages=0,
         total_epochs=None,
+        order="curriculum",
+        easy_quantile=None,
+        mastery_rule="accuracy",
     ):
         super().__init__(
             train_ids,
@@ -48,6 +51,9 @@ class DDSSelector(DynamicSelector):
             warmup_epochs=warmup_epochs,
             curriculum_stages=curriculum_stages,
             total_epochs=total_epochs,
+            order=order,
+            easy_quantile=easy_quantile,
+            mastery_rule=mastery_rule,
         )
         if not isinstance(index, FurthestIndex):
             raise TypeError(

@@ -32,6 +32,8 @@ def needs_entropy(policy: str) -> bool:
 def selector_from_settings(policy: str, train_ids: np.ndarray, train_labels: np.ndarray, *, subset_size: int | None,
                            hardness: float = 0.9, mastery: float = 0.6, warmup_epochs: int = 5,
                            curriculum_stages: int = 0, total_epochs: int | None = None, seed: int = 0,
+                           order: str = "curriculum", easy_quantile: float | None = None,
+                           mastery_rule: str = "accuracy",
                            latents: tuple[np.ndarray, np.ndarray] | None = None,
                            index: str = "kdtree",
                            entropy_scores: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
@@ -43,7 +45,8 @@ def selector_from_settings(policy: str, train_ids: np.ndarray, train_labels: np.
     kwargs = {"subset_size": subset_size, "seed": seed}
     if policy in DYNAMIC_POLICIES:
         kwargs.update(hardness=hardness, mastery=mastery, warmup_epochs=warmup_epochs,
-                      curriculum_stages=curriculum_stages, total_epochs=total_epochs)
+                      curriculum_stages=curriculum_stages, total_epochs=total_epochs, order=order,
+                      easy_quantile=easy_quantile, mastery_rule=mastery_rule)
     if needs_latents(policy):
         if latents is None:
             raise ValueError("the dds selector needs latents (ids, vectors) of the training images")

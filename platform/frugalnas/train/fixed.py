@@ -24,6 +24,7 @@ from frugalnas.train.models import build_arch
 
 def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", subset_size: int | None = 100,
                 hardness: float = 0.9, mastery: float = 0.6, warmup_epochs: int = 5, curriculum_stages: int = 0,
+                order: str = "curriculum", easy_quantile: float | None = None, mastery_rule: str = "accuracy",
                 index: str = "kdtree", embedding: dict | None = None, settings: TrainSettings | None = None,
                 reference: dict | None = None, entropy_bin_width: float = 0.5,
                 eval_split: str = "test", eval_every: int = 0,
@@ -65,6 +66,7 @@ def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", su
         chosen = selector_from_settings(
             selector, train_data.ids, train_data.labels, subset_size=subset_size, hardness=hardness, mastery=mastery,
             warmup_epochs=warmup_epochs, curriculum_stages=curriculum_stages, total_epochs=settings.epochs,
+            order=order, easy_quantile=easy_quantile, mastery_rule=mastery_rule,
             seed=settings.seed, latents=latents, index=index,
             entropy_scores=entropy_report and entropy_report["path"], entropy_bin_width=entropy_bin_width)
     except ValueError as error:
