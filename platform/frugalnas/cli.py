@@ -134,29 +134,40 @@ def validate(config, overrides, as_json):
 
 @cli.command()
 @click.argument("dataset", type=click.Path())
-@click.option("--kind", type=click.Choice(["plain", "triplet"]), default="triplet", show_default=True,
-              help="plain: reconstruction loss only; triplet: plus a class-aware triplet-margin term.")
+@click.option("--kind", type=click.Choice(["plain", "triplet", "attention"]), default="triplet", show_default=True,
+              help="plain: reconstruction loss only; triplet: plus a class-aware triplet-margin term; attention "
+                   "(detection data): a spatial gate before the latent, trained to match the box masks.")
 @click.option("--latent-dim", type=int, default=16, show_default=True, help="Size of the latent vector.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Training epochs (0 = untrained control).")
-@click.option("--image-size", type=int, default=32, show_default=True, help="Autoencoder input size (power of 2, >= 8).")
+@click.option("--image-size", type=int, default=None,
+              help="Autoencoder input size (power of 2, >= 8) [default: the next power of 2 >= the stored size, "
+                   "at most 64, or 256 for detection data].")
+@click.option("--attention-weight", type=float, default=1.0, show_default=True,
+              help="attention: weight of the gate-versus-box-mask loss beside reconstruction.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on the last line.")
 @user_errors
-def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
+def embed(dataset, kind, latent_dim, epochs, image_size, attention_weight, seed, as_json):
     """Train an autoencoder on DATASET's stored images and save one latent vector per image.
 
     Writes DATASET/embeddings/<kind>-d<dim>.parquet and reports how well the latents group
     same-class images: label agreement among the 5 and 10 nearest neighbours on a held-out split,
-    beside the same measure on raw pixels.
+    beside the same measure on raw pixels. For detection data also the Jaccard of the images'
+    label sets (the classes of their boxes) with their nearest and furthest latent neighbours,
+    against raw pixels and random pairs.
     """
+    from frugalnas.data import open_dataset
     from frugalnas.embed import embed_dataset
+    from frugalnas.embed.latents import default_image_size
 
     def progress(info):
         click.echo(f"  epoch {info['epoch']}/{info['epochs']}  loss {info['loss']:.4f}  ({info['seconds']:.1f}s)", err=True)
 
-    click.echo(f"training a {kind} autoencoder (latent {latent_dim}) for {epochs} epoch(s) ...", err=True)
+    image_size = image_size or default_image_size(open_dataset(dataset).card)
+    click.echo(f"training a {kind} autoencoder (latent {latent_dim}, {image_size}px) for {epochs} epoch(s) ...",
+               err=True)
     report = embed_dataset(dataset, kind=kind, latent_dim=latent_dim, epochs=epochs, image_size=image_size,
-                           seed=seed, progress=progress)
+                           attention_weight=attention_weight, seed=seed, progress=progress)
     report = {k: v for k, v in report.items() if k != "history"}
     if as_json:
         emit_json(report)
@@ -164,6 +175,16 @@ def embed(dataset, kind, latent_dim, epochs, image_size, seed, as_json):
         ks = ", ".join(f"k={k}: {v:.3f} (pixels {report['pixel_knn_agreement'][k]:.3f})"
                        for k, v in report["knn_agreement"].items() if v is not None)
         click.echo(f"label agreement of nearest neighbours on {report['eval_split']}: {ks}")
+        if "label_jaccard" in report:
+            ks = ", ".join(f"k={k}: {v:.3f} (pixels {report['pixel_label_jaccard'][k]:.3f})"
+                           for k, v in report["label_jaccard"].items() if v is not None)
+            click.echo(f"label-set Jaccard with nearest neighbours: {ks}; random pairs "
+                       f"{report['random_label_jaccard']:.3f}")
+            click.echo(f"label-set Jaccard with the furthest neighbour: {report['furthest_label_jaccard']:.3f} "
+                       f"(pixels {report['pixel_furthest_label_jaccard']:.3f}); within the dominant class "
+                       f"{report['furthest_same_class_label_jaccard']:.3f}")
+        if "attention_iou" in report:
+            click.echo(f"attention gate versus box masks: IoU {report['attention_iou']:.3f}")
         click.echo(f"latents written to {report['path']}")
 
 

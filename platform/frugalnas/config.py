@@ -36,7 +36,8 @@ class DatasetConfig(Section):
 
 
 class EmbeddingConfig(Section):
-    kind: Literal["plain", "triplet"] = "triplet"
+    kind: Literal["plain", "triplet", "attention"] = Field(
+        "triplet", description="attention: box-supervised spatial gate, detection data only")
     latent_dim: int = Field(16, ge=2, le=1024)
     epochs: int = Field(10, ge=0, le=10_000)
     image_size: Optional[int] = Field(None, ge=8, le=1024)
@@ -157,7 +158,23 @@ def parse_config(data: Any, source: str = "<config>", overrides: list[str] | tup
         raise ConfigError(f"{source}: invalid experiment config ({error.error_count()} problem(s))\n"
                           + describe(error, source, ExperimentConfig)) from None
     _check_references(config, source)
+    _check_embedding(config, source)
     return config
+
+
+def _check_embedding(config: ExperimentConfig, source: str) -> None:
+    """The attention autoencoder trains on box masks: it needs a detection data set."""
+    if config.embedding.kind != "attention":
+        return
+    from frugalnas.data.sources import SOURCES, parse_source_spec
+
+    name, _ = parse_source_spec(config.dataset.source)
+    task = config.dataset.task or (SOURCES.get(name).task if name in SOURCES else None)
+    if task != "detection":
+        raise ConfigError(f"{source}: embedding.kind: 'attention' trains on box masks and needs a detection data set, "
+                          f"but dataset.source {config.dataset.source!r} is ingested for {task or 'an unknown task'}; "
+                          "use a detection source (yolo:PATH, voc:PATH) or dataset.task: detection with a source "
+                          "that has boxes (shapes), or embedding.kind plain or triplet")
 
 
 GRADIENT_STRATEGIES = ("darts", "darts-2nd")  # DARTS first / second order, trained on Ray Train

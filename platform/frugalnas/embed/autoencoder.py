@@ -3,8 +3,8 @@
 DDS-NAS swaps an easy image for the same-class image furthest from it in an autoencoder's latent
 space, so the latent must make *similar images similar vectors*. Every kind shares one conv
 encoder/decoder sized from the input; kinds differ in the training objective. Each registers
-itself in :data:`AUTOENCODERS` under the name used in configs (``plain``, ``triplet``; more, such
-as an attention AE for detection, are one subclass plus one registration).
+itself in :data:`AUTOENCODERS` under the name used in configs (``plain``, ``triplet``, and
+``attention`` for detection data in :mod:`frugalnas.embed.attention`).
 """
 from __future__ import annotations
 
@@ -33,10 +33,12 @@ class Autoencoder(nn.Module):
     transposed convolutions and ends in a sigmoid, since inputs are scaled to [0, 1].
 
     Subclasses define :meth:`objective`. ``options`` names the training options (beyond the
-    shape) that a kind's constructor accepts, so the training loop passes only those.
+    shape) that a kind's constructor accepts, so the training loop passes only those;
+    ``uses_masks`` says the kind trains on box masks (detection data) and has a ``gate_grid``.
     """
 
     options: tuple[str, ...] = ()
+    uses_masks: bool = False
 
     def __init__(self, channels: int, image_size: int, latent_dim: int, *, width: int = 16,
                  max_width: int = 128):
@@ -78,9 +80,11 @@ class Autoencoder(nn.Module):
         z = self.encode(x)
         return self.decode(z), z
 
-    def objective(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def objective(self, x: torch.Tensor, labels: torch.Tensor,
+                  masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms for one batch: ``loss`` (what is minimised), ``recon_loss``,
-        ``triplet_loss`` (zero for kinds without a metric term)."""
+        ``triplet_loss`` (zero for kinds without a metric term), and kind-specific ones.
+        ``masks`` (B, 1, G, G) are box masks, given to kinds with ``uses_masks``."""
         raise NotImplementedError
 
 
@@ -88,7 +92,7 @@ class Autoencoder(nn.Module):
 class PlainAutoencoder(Autoencoder):
     """Reconstruction (MSE) only: similarity is whatever pixels-through-a-bottleneck gives."""
 
-    def objective(self, x, labels):
+    def objective(self, x, labels, masks=None):
         recon, z = self(x)
         recon_loss = F.mse_loss(recon, x)
         return {"loss": recon_loss, "recon_loss": recon_loss, "triplet_loss": z.new_zeros(())}
@@ -112,7 +116,7 @@ class TripletAutoencoder(Autoencoder):
             raise ValueError(f"triplet margin must be > 0, got {margin!r}")
         self.margin = float(margin)
 
-    def objective(self, x, labels):
+    def objective(self, x, labels, masks=None):
         recon, z = self(x)
         recon_loss = F.mse_loss(recon, x)
         triplet_loss = batch_hard_triplet_loss(z, labels, self.margin)

@@ -3,7 +3,8 @@
 Latents are a Parquet file beside the dataset (``DATASET/embeddings/<kind>-d<latent_dim>.parquet``,
 columns ``id`` int64 and ``latent`` fixed-size list<float32>), so the selection step (and Ray
 Data) reads them by image id without the autoencoder. A JSON report beside it records how the
-latents were made and how well they put same-class images together.
+latents were made and how well they put same-class images together (for detection data also how
+well they put images with the same objects together, and how different the furthest one is).
 """
 from __future__ import annotations
 
@@ -18,13 +19,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from frugalnas.embed.autoencoder import AUTOENCODERS
-from frugalnas.embed.quality import knn_agreement, pixel_vectors
+from frugalnas.embed.quality import (
+    furthest_label_jaccard, knn_agreement, knn_label_jaccard, label_set_matrix, pixel_vectors, random_label_jaccard)
 from frugalnas.embed.training import encode, train_autoencoder
 from frugalnas.errors import DataError
 
 EMBEDDINGS_DIR = "embeddings"
 AGREEMENT_KS = (5, 10)
 EVAL_SPLIT_ORDER = ("test", "val", "train")  # the first present is the evaluation split
+MAX_SIZE = {"classification": 64, "detection": 256}  # default autoencoder input: objects need pixels
+
+
+def default_image_size(card: dict) -> int:
+    """The autoencoder input for a dataset card: the next power of two >= the stored size, between
+    8 and 64 (32 when the sizes differ); for detection data up to 256 (the DDS-NAS thesis embeds
+    detection images at 256; objects need pixels), from the largest side when the sizes differ."""
+    stored = card.get("image_size")
+    if not stored:
+        sides = [max(s) for s in card.get("image_sizes") or []]
+        stored = max(sides) if sides and card.get("task") == "detection" else 32
+    size = 8
+    while size < min(MAX_SIZE.get(card.get("task"), 64), stored):
+        size *= 2
+    return size
 
 
 def save_latents(path: str | Path, ids: np.ndarray, latents: np.ndarray) -> Path:
@@ -90,6 +107,7 @@ def embed_dataset(
     batch_size: int = 128,
     lr: float = 1e-3,
     margin: float = 1.0,
+    attention_weight: float = 1.0,
     progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train an autoencoder on a stored dataset's train split, embed every split, save, report.
@@ -102,12 +120,27 @@ def embed_dataset(
     ``held_out`` (whether the eval split was unseen in training), ``final_loss`` (None when
     ``epochs=0``), ``images_processed`` and ``train_seconds`` (the autoencoder's training cost) and
     ``seconds`` (the whole call).
+
+    For a detection data set (each image has a *set* of labels, the classes of its boxes) the
+    report adds, on the eval split: ``label_jaccard`` ({"5": x, "10": y}: mean Jaccard of label
+    sets between each image and its k nearest latent neighbours), ``pixel_label_jaccard`` (the same
+    on raw pixels), ``random_label_jaccard`` (over all pairs: a random neighbour),
+    ``furthest_label_jaccard`` (with each image's furthest latent neighbour), its raw-pixel
+    counterpart ``pixel_furthest_label_jaccard``, and ``furthest_same_class_label_jaccard`` (the
+    furthest neighbour among images of the same dominant class: the image DDS swaps in). The
+    ``attention`` kind (detection only) adds ``attention_iou``: IoU of its gate (> 0.5) with the box
+    masks (> 0.5) on the eval split.
     """
     from frugalnas.data import open_dataset  # the data layer is heavier; load it only when used
 
     started = time.perf_counter()
-    AUTOENCODERS.get(kind)  # an unknown kind fails before any image is decoded
+    model_class = AUTOENCODERS.get(kind)  # an unknown kind fails before any image is decoded
     ds = open_dataset(dataset_dir)
+    detection = ds.card.get("task") == "detection"
+    if model_class.uses_masks and not detection:
+        raise DataError(f"the {kind} autoencoder is trained on box masks and needs a detection data set; {ds.root} "
+                        f"is a {ds.card.get('task')} data set: ingest a source with boxes (yolo:, voc:, shapes) "
+                        "with --task detection, or use --kind plain or triplet")
     splits = ds.split_names()
     if "train" not in splits:
         raise DataError(f"dataset {ds.root} has no train split to train the autoencoder on "
@@ -115,13 +148,15 @@ def embed_dataset(
     # mixed-size datasets (card image_size null) can only be decoded at a given size
     decode_kw = {} if ds.card.get("image_size") else {"image_size": image_size}
     arrays = {split: ds.arrays(split, **decode_kw) for split in splits}
+    # the boxes column in the same row order as arrays(); only detection data sets use it
+    boxes = {split: ds.table(split, ["boxes"])["boxes"].to_pylist() for split in splits} if detection else {}
 
     _, train_images, train_labels = arrays["train"]
     train_started = time.perf_counter()
     model, history = train_autoencoder(
         train_images, train_labels, kind=kind, latent_dim=latent_dim, epochs=epochs,
-        image_size=image_size, batch_size=batch_size, lr=lr, margin=margin, seed=seed,
-        progress=progress)
+        image_size=image_size, batch_size=batch_size, lr=lr, margin=margin,
+        attention_weight=attention_weight, boxes=boxes.get("train"), seed=seed, progress=progress)
     train_seconds = time.perf_counter() - train_started
 
     ids = np.concatenate([arrays[s][0] for s in splits])
@@ -143,12 +178,16 @@ def embed_dataset(
         "batch_size": batch_size,
         "lr": lr,
         "margin": margin,
+        **({"attention_weight": attention_weight} if model_class.uses_masks else {}),
         "path": str(path.resolve()),
         "num_images": {s: int(len(arrays[s][0])) for s in splits},
         "eval_split": eval_split,
         "held_out": eval_split != "train",
         "knn_agreement": _agreements(eval_latents, eval_labels),
         "pixel_knn_agreement": _agreements(eval_pixels, eval_labels),
+        **(_label_set_report(eval_latents, eval_pixels, eval_labels, boxes[eval_split], len(ds.classes))
+           if detection else {}),
+        **({"attention_iou": attention_iou(model, eval_images, boxes[eval_split])} if model_class.uses_masks else {}),
         "final_loss": history[-1]["loss"] if history else None,
         "history": history,
         # the one-off cost of the embedding, for comparisons that count it: training images
@@ -168,6 +207,36 @@ def _agreements(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float | No
     """knn_agreement at each k in AGREEMENT_KS; None where the split has too few images."""
     return {str(k): knn_agreement(vectors, labels, k) if k < len(labels) else None
             for k in AGREEMENT_KS}
+
+
+def _label_set_report(latents: np.ndarray, pixels: np.ndarray, labels: np.ndarray, boxes: list,
+                      num_classes: int) -> dict:
+    """The label-set (Jaccard) measures of a detection eval split; see :func:`embed_dataset`."""
+    sets = label_set_matrix(boxes, num_classes)
+    ks = [k for k in AGREEMENT_KS]
+    return {
+        "label_jaccard": {str(k): knn_label_jaccard(latents, sets, k) if k < len(sets) else None for k in ks},
+        "pixel_label_jaccard": {str(k): knn_label_jaccard(pixels, sets, k) if k < len(sets) else None for k in ks},
+        "random_label_jaccard": random_label_jaccard(sets),
+        "furthest_label_jaccard": furthest_label_jaccard(latents, sets),
+        "pixel_furthest_label_jaccard": furthest_label_jaccard(pixels, sets),
+        "furthest_same_class_label_jaccard": furthest_label_jaccard(latents, sets, groups=labels),
+    }
+
+
+def attention_iou(model, images: np.ndarray, boxes: list) -> float:
+    """IoU, pooled over the images, of the attention gate (> 0.5) with the box masks (> 0.5)."""
+    import torch
+
+    from frugalnas.embed.attention import box_masks
+    from frugalnas.embed.training import prepare_images, to_unit
+
+    masks = torch.from_numpy(box_masks(boxes, model.gate_grid)) > 0.5
+    with torch.no_grad():
+        x = prepare_images(images, model.image_size)
+        gate = torch.cat([model.attention(to_unit(b))[1] for b in x.split(256)]) > 0.5
+    union = (gate | masks).sum().item()
+    return float((gate & masks).sum().item() / union) if union else 1.0
 
 
 def ensure_embedding(dataset_dir: str | Path, *, kind: str, latent_dim: int, epochs: int, image_size: int,

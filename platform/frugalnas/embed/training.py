@@ -62,18 +62,21 @@ def train_autoencoder(
     batch_size: int = 128,
     lr: float = 1e-3,
     margin: float = 1.0,
+    attention_weight: float = 1.0,
+    boxes: list | None = None,
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
 ) -> tuple[Autoencoder, list[dict]]:
     """Train an autoencoder of ``kind`` (a name in :data:`AUTOENCODERS`) on ``images``.
 
     ``images`` is uint8 (N, H, W, C), C = 1 or 3; ``labels`` (N,) ints (used by metric kinds
-    such as ``triplet``). Images are resized to ``image_size`` and scaled to [0, 1]. Adam at
+    such as ``triplet``); ``boxes`` one list of YOLO-normalised boxes per image, which kinds that
+    train on box masks (``attention``) need. Images are resized to ``image_size`` and scaled to [0, 1]. Adam at
     ``lr``; ``epochs=0`` returns the randomly initialised model (the untrained-AE control).
     Deterministic for a ``seed`` on the CPU: it seeds the initialisation and the shuffling.
 
     Returns ``(model, history)``: the model in eval mode and one dict per epoch,
-    ``{epoch, epochs, loss, recon_loss, triplet_loss, seconds}`` (means over the epoch's images),
+    ``{epoch, epochs, loss, recon_loss, triplet_loss, [attention_loss,] seconds}`` (means over the epoch's images),
     each also passed to ``progress`` as soon as the epoch ends.
     """
     cls = AUTOENCODERS.get(kind)
@@ -89,12 +92,20 @@ def train_autoencoder(
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 2:
         raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    if cls.uses_masks and (boxes is None or len(boxes) != len(x)):
+        raise ValueError(f"autoencoder {kind!r} trains on box masks: it needs boxes for every image "
+                         f"(a detection data set), got {'none' if boxes is None else len(boxes)} for {len(x)} images")
     y = torch.from_numpy(labels.astype(np.int64))
 
-    given = {"margin": margin}
+    given = {"margin": margin, "attention_weight": attention_weight}
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
         torch.manual_seed(seed)
         model = cls(x.shape[1], image_size, latent_dim, **{k: given[k] for k in cls.options})
+    masks = None
+    if cls.uses_masks:
+        from frugalnas.embed.attention import box_masks
+
+        masks = torch.from_numpy(box_masks(boxes, model.gate_grid))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     shuffle = torch.Generator().manual_seed(seed)
 
@@ -104,7 +115,7 @@ def train_autoencoder(
         model.train()
         totals: dict[str, float] = {}
         for idx in torch.randperm(len(x), generator=shuffle).split(batch_size):
-            terms = model.objective(to_unit(x[idx]), y[idx])
+            terms = model.objective(to_unit(x[idx]), y[idx], None if masks is None else masks[idx])
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

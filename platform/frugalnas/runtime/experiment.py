@@ -92,21 +92,13 @@ def prepare_dataset(config: ExperimentConfig, out: Path, log: Log) -> Path:
     return folder
 
 
-def autoencoder_size(image_size: int | None) -> int:
-    """The autoencoder input: the next power of two >= the stored size, between 8 and 64."""
-    size = 8
-    while size < min(64, image_size or 32):
-        size *= 2
-    return size
-
-
 def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> dict | None:
     if not needs_latents(config.selection.policy):
         return None
-    from frugalnas.embed.latents import ensure_embedding
+    from frugalnas.embed.latents import default_image_size, ensure_embedding
 
     settings = config.embedding
-    size = settings.image_size or autoencoder_size(open_dataset(dataset_dir).card["image_size"])
+    size = settings.image_size or default_image_size(open_dataset(dataset_dir).card)
     log(f"embedding: {settings.kind} autoencoder, latent {settings.latent_dim}, {settings.epochs} epochs, {size}px")
     report = ensure_embedding(dataset_dir, kind=settings.kind, latent_dim=settings.latent_dim, epochs=settings.epochs,
                               image_size=size, seed=config.seed,
@@ -114,6 +106,10 @@ def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> 
                                   f"  autoencoder epoch {i['epoch']}/{i['epochs']} loss {i['loss']:.4f}"))
     log(f"embedding: label agreement of 5 nearest neighbours {report['knn_agreement']['5']:.3f} "
         f"(raw pixels {report['pixel_knn_agreement']['5']:.3f})")
+    if report.get("label_jaccard", {}).get("5") is not None:
+        log(f"embedding: label-set Jaccard with 5 nearest neighbours {report['label_jaccard']['5']:.3f} (raw pixels "
+            f"{report['pixel_label_jaccard']['5']:.3f}, random {report['random_label_jaccard']:.3f}), with the "
+            f"furthest {report['furthest_label_jaccard']:.3f}")
     return report
 
 
