@@ -215,9 +215,10 @@ def test_embed_dataset_with_fake_data_layer(tmp_path, monkeypatch):
     report = embed_dataset(tmp_path, kind="triplet", latent_dim=4, epochs=2, image_size=8, seed=3,
                            progress=calls.append)
 
-    path = tmp_path / "embeddings" / "triplet-d4.parquet"
-    assert report["path"] == str(path.resolve()) and path.exists()
-    assert json.loads(path.with_suffix(".json").read_text()) == report
+    path = Path(report["path"])
+    assert path.parent == (tmp_path / "embeddings").resolve() and path.name.startswith("triplet-d4-")
+    assert path.exists() and json.loads(path.with_suffix(".json").read_text()) == report
+    assert report["images_processed"] == 2 * len(splits["train"][2]) and report["train_seconds"] > 0
     assert len(calls) == 2
     assert report["eval_split"] == "test" and report["held_out"] is True
     assert {k: report[k] for k in ("kind", "latent_dim", "epochs", "image_size", "seed")} == \
@@ -244,7 +245,7 @@ def test_embed_dataset_eval_split_falls_back_and_needs_train(tmp_path, monkeypat
     monkeypatch.setattr(frugalnas.data, "open_dataset", lambda d: FakeDataset(d, splits))
     report = embed_dataset(tmp_path, kind="plain", latent_dim=3, epochs=0, image_size=8)
     assert report["eval_split"] == "val" and report["final_loss"] is None
-    assert Path(report["path"]).name == "plain-d3-untrained.parquet"  # epochs=0: the untrained control
+    assert Path(report["path"]).name.startswith("plain-d3-untrained-")  # epochs=0: the untrained control
 
     only_train = fake_splits(["train"])
     monkeypatch.setattr(frugalnas.data, "open_dataset", lambda d: FakeDataset(d, only_train))
@@ -273,3 +274,53 @@ def test_embed_dataset_on_ingested_digits(digits_dataset, tmp_path):
     assert report["eval_split"] == "test"
     assert report["knn_agreement"]["10"] >= 0.8
     assert report["knn_agreement"]["10"] >= untrained["knn_agreement"]["10"] + 0.25
+
+
+def test_cached_embedding_is_keyed_by_dataset_and_settings_not_by_a_training_seed(digits_dataset, tmp_path,
+                                                                                   monkeypatch):
+    from frugalnas.embed import latents as latents_module
+    from frugalnas.embed.latents import ensure_embedding
+
+    dataset = shutil.copytree(digits_dataset, tmp_path / "digits")
+    settings = dict(kind="plain", latent_dim=4, epochs=1, image_size=8)
+    first = ensure_embedding(dataset, **settings)
+    assert first["cached"] is False and first["seed"] == 0
+    # the same settings (whatever seed the caller trains with): reused, nothing trained
+    monkeypatch.setattr(latents_module, "embed_dataset", lambda *a, **k: pytest.fail("retrained"))
+    again = ensure_embedding(dataset, **settings)
+    assert again["cached"] is True and again["path"] == first["path"]
+    monkeypatch.undo()
+    # any other setting, the autoencoder's own seed included: a new file beside the first
+    other = ensure_embedding(dataset, **settings, seed=1)
+    wider = ensure_embedding(dataset, **{**settings, "latent_dim": 5})
+    assert len({first["path"], other["path"], wider["path"]}) == 3
+    assert all(Path(r["path"]).exists() for r in (first, other, wider))
+    # the same folder holding other data (another card): trained again
+    card = json.loads((dataset / "dataset.json").read_text())
+    card["mean_psnr"] += 1
+    (dataset / "dataset.json").write_text(json.dumps(card))
+    assert ensure_embedding(dataset, **settings)["cached"] is False
+
+
+def test_embed_report_warns_when_latents_group_worse_than_pixels():
+    from frugalnas.embed.latents import quality_warning
+
+    assert quality_warning({"5": 0.9, "10": 0.8}, {"5": 0.8, "10": 0.8}) is None
+    warning = quality_warning({"5": 0.171, "10": 0.3}, {"5": 0.273, "10": 0.25})
+    assert "knn@5 0.171 < pixels 0.273" in warning and "knn@10" not in warning
+    assert quality_warning({"5": None, "10": None}, {"5": 0.2, "10": 0.2}) is None
+
+
+def test_cli_embed_prints_the_warning(digits_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from frugalnas.cli import cli
+
+    dataset = shutil.copytree(digits_dataset, tmp_path / "digits")
+    # an untrained autoencoder's latents group digits worse than their pixels
+    result = CliRunner().invoke(cli, ["embed", str(dataset), "--kind", "plain", "--epochs", "0", "--latent-dim", "4",
+                                      "--image-size", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["warning"] and "worse than raw pixels" in report["warning"]
+    assert "frugalnas: warning: the latent space groups same-class images worse" in result.stderr

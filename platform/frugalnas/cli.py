@@ -150,11 +150,12 @@ def validate(config, overrides, as_json):
 def embed(dataset, kind, latent_dim, epochs, image_size, attention_weight, seed, as_json):
     """Train an autoencoder on DATASET's stored images and save one latent vector per image.
 
-    Writes DATASET/embeddings/<kind>-d<dim>.parquet and reports how well the latents group
-    same-class images: label agreement among the 5 and 10 nearest neighbours on a held-out split,
-    beside the same measure on raw pixels. For detection data also the Jaccard of the images'
-    label sets (the classes of their boxes) with their nearest and furthest latent neighbours,
-    against raw pixels and random pairs.
+    Writes DATASET/embeddings/<kind>-d<dim>-<key>.parquet (the key hashes the settings) and reports
+    how well the latents group same-class images: label agreement among the 5 and 10 nearest
+    neighbours on a held-out split, beside the same measure on raw pixels, with a warning when the
+    latents do worse than the pixels. For detection data also the Jaccard of the images' label sets
+    (the classes of their boxes) with their nearest and furthest latent neighbours, against raw
+    pixels and random pairs.
     """
     from frugalnas.data import open_dataset
     from frugalnas.embed import embed_dataset
@@ -186,6 +187,8 @@ def embed(dataset, kind, latent_dim, epochs, image_size, attention_weight, seed,
         if "attention_iou" in report:
             click.echo(f"attention gate versus box masks: IoU {report['attention_iou']:.3f}")
         click.echo(f"latents written to {report['path']}")
+    if report.get("warning"):
+        click.echo(f"frugalnas: warning: {report['warning']}", err=True)
 
 
 @cli.command()
@@ -274,6 +277,8 @@ def train(dataset, arch, selector, subset_size, hardness, mastery, warmup_epochs
                          reference_progress=lambda r: click.echo(
                              f"  reference model epoch {r.epoch + 1}/{reference_epochs}: train acc "
                              f"{r.train_accuracy:.3f}", err=True))
+    if report["embedding"] and report["embedding"].get("warning"):
+        click.echo(f"frugalnas: warning: {report['embedding']['warning']}", err=True)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n")

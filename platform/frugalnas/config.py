@@ -41,6 +41,7 @@ class EmbeddingConfig(Section):
     latent_dim: int = Field(16, ge=2, le=1024)
     epochs: int = Field(10, ge=0, le=10_000)
     image_size: Optional[int] = Field(None, ge=8, le=1024)
+    seed: int = Field(0, ge=0, description="the autoencoder's own seed: runs with any seed share one embedding")
 
 
 class SelectionConfig(Section):

@@ -39,6 +39,9 @@ class Autoencoder(nn.Module):
 
     options: tuple[str, ...] = ()
     uses_masks: bool = False
+    #: Version of the kind's training recipe; part of a cached embedding's key, so a changed recipe
+    #: never serves embeddings made by the old one.
+    recipe: int = 1
 
     def __init__(self, channels: int, image_size: int, latent_dim: int, *, width: int = 16,
                  max_width: int = 128):

@@ -1,14 +1,17 @@
 """Latent vectors on disk, and embedding a whole stored dataset in one call.
 
-Latents are a Parquet file beside the dataset (``DATASET/embeddings/<kind>-d<latent_dim>.parquet``,
+Latents are a Parquet file beside the dataset (``DATASET/embeddings/<kind>-d<latent_dim>-<key>.parquet``,
 columns ``id`` int64 and ``latent`` fixed-size list<float32>), so the selection step (and Ray
-Data) reads them by image id without the autoencoder. A JSON report beside it records how the
-latents were made and how well they put same-class images together (for detection data also how
-well they put images with the same objects together, and how different the furthest one is).
+Data) reads them by image id without the autoencoder. ``<key>`` hashes every embedding setting
+(and the autoencoder kind's recipe version), so embeddings made with other settings never
+overwrite each other; the training seed of whoever uses them is no part of it. A JSON report
+beside it records how the latents were made (with the dataset's fingerprint, checked on reuse),
+what they cost, and how well they put same-class images together (for detection data also how
+well they put images with the same objects together, and how different the furthest one is), with
+a ``warning`` when their neighbours agree on labels less often than raw pixels' do.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from frugalnas.cache import dataset_fingerprint, read_cached_report, settings_key, write_json_atomic
 from frugalnas.embed.autoencoder import AUTOENCODERS
 from frugalnas.embed.quality import (
     furthest_label_jaccard, knn_agreement, knn_label_jaccard, label_set_matrix, pixel_vectors, random_label_jaccard)
@@ -90,10 +94,35 @@ def load_latents(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return table["id"].to_numpy().astype(np.int64), latents
 
 
-def embedding_name(kind: str, latent_dim: int, epochs: int) -> str:
-    """File stem of an embedding: ``triplet-d16``; ``-untrained`` marks the epochs=0 control, so it
-    never overwrites a trained embedding."""
-    return f"{kind}-d{latent_dim}" + ("-untrained" if epochs == 0 else "")
+def embedding_settings(kind: str, latent_dim: int, epochs: int, image_size: int, seed: int, batch_size: int,
+                       lr: float, margin: float, attention_weight: float) -> dict:
+    """Everything that decides an embedding, as stored in its report and hashed into its file name
+    (``recipe``: the autoencoder kind's recipe version, bumped when its training changes;
+    ``attention_weight`` only for kinds trained on box masks)."""
+    model_class = AUTOENCODERS.get(kind)
+    return {"kind": kind, "latent_dim": latent_dim, "epochs": epochs, "image_size": image_size, "seed": seed,
+            "batch_size": batch_size, "lr": lr, "margin": margin,
+            **({"attention_weight": attention_weight} if model_class.uses_masks else {}),
+            "recipe": model_class.recipe}
+
+
+def embedding_name(settings: dict) -> str:
+    """File stem of an embedding: ``triplet-d16-<key>``, the key a hash of all its settings;
+    ``-untrained`` marks the epochs=0 control."""
+    untrained = "-untrained" if settings["epochs"] == 0 else ""
+    return f"{settings['kind']}-d{settings['latent_dim']}{untrained}-{settings_key(settings)}"
+
+
+def quality_warning(knn: dict, pixels: dict) -> str | None:
+    """A warning when the latents' nearest neighbours share labels less often than raw pixels' do:
+    furthest-neighbour replacement in such a space picks by something other than image content."""
+    worse = [k for k in knn if knn[k] is not None and pixels.get(k) is not None and knn[k] < pixels[k]]
+    if not worse:
+        return None
+    shown = ", ".join(f"knn@{k} {knn[k]:.3f} < pixels {pixels[k]:.3f}" for k in worse)
+    return (f"the latent space groups same-class images worse than raw pixels ({shown}): its nearest "
+            "and furthest neighbours are less meaningful than pixel distances; train longer, or try another "
+            "autoencoder kind or latent size")
 
 
 def embed_dataset(
@@ -112,14 +141,16 @@ def embed_dataset(
 ) -> dict:
     """Train an autoencoder on a stored dataset's train split, embed every split, save, report.
 
-    Writes ``DATASET/embeddings/<kind>-d<latent_dim>[-untrained].parquet`` (the latents of every image of
-    every split) and ``.json`` (the report), and returns the report: the settings, the parquet
+    Writes ``DATASET/embeddings/<kind>-d<latent_dim>[-untrained]-<key>.parquet`` (the latents of every
+    image of every split) and ``.json`` (the report), and returns the report: the settings, the parquet
     path, ``eval_split`` (test, else val, else train), ``knn_agreement`` and
     ``pixel_knn_agreement`` ({"5": x, "10": y}: label agreement among nearest neighbours of the
     eval split's latents, and of its raw pixels at ``image_size``, the baseline to beat),
     ``held_out`` (whether the eval split was unseen in training), ``final_loss`` (None when
-    ``epochs=0``), ``images_processed`` and ``train_seconds`` (the autoencoder's training cost) and
-    ``seconds`` (the whole call).
+    ``epochs=0``), ``images_processed`` and ``train_seconds`` (the autoencoder's training cost),
+    ``seconds`` (the whole call), ``latent_std`` (mean over dimensions of the eval latents' standard
+    deviation: near 0 means the space collapsed to a point), ``warning`` (None, or why the latents
+    group same-class images worse than raw pixels) and ``dataset_fingerprint``.
 
     For a detection data set (each image has a *set* of labels, the classes of its boxes) the
     report adds, on the eval split: ``label_jaccard`` ({"5": x, "10": y}: mean Jaccard of label
@@ -161,30 +192,26 @@ def embed_dataset(
 
     ids = np.concatenate([arrays[s][0] for s in splits])
     latents = np.concatenate([encode(model, arrays[s][1], image_size) for s in splits])
-    name = embedding_name(kind, latent_dim, epochs)
-    path = save_latents(ds.root / EMBEDDINGS_DIR / f"{name}.parquet", ids, latents)
+    settings = embedding_settings(kind, latent_dim, epochs, image_size, seed, batch_size, lr, margin, attention_weight)
+    path = save_latents(ds.root / EMBEDDINGS_DIR / f"{embedding_name(settings)}.parquet", ids, latents)
 
     eval_split = next(s for s in EVAL_SPLIT_ORDER if s in splits)
     _, eval_images, eval_labels = arrays[eval_split]
     offset = sum(len(arrays[s][0]) for s in splits[:splits.index(eval_split)])
     eval_latents = latents[offset:offset + len(eval_labels)]
     eval_pixels = pixel_vectors(eval_images, image_size)
+    knn, pixels = _agreements(eval_latents, eval_labels), _agreements(eval_pixels, eval_labels)
     report = {
-        "kind": kind,
-        "latent_dim": latent_dim,
-        "epochs": epochs,
-        "image_size": image_size,
-        "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "margin": margin,
-        **({"attention_weight": attention_weight} if model_class.uses_masks else {}),
+        **settings,
         "path": str(path.resolve()),
+        "dataset_fingerprint": dataset_fingerprint(ds.card),
         "num_images": {s: int(len(arrays[s][0])) for s in splits},
         "eval_split": eval_split,
         "held_out": eval_split != "train",
-        "knn_agreement": _agreements(eval_latents, eval_labels),
-        "pixel_knn_agreement": _agreements(eval_pixels, eval_labels),
+        "knn_agreement": knn,
+        "pixel_knn_agreement": pixels,
+        "latent_std": float(eval_latents.std(axis=0).mean()),
+        "warning": quality_warning(knn, pixels),
         **(_label_set_report(eval_latents, eval_pixels, eval_labels, boxes[eval_split], len(ds.classes))
            if detection else {}),
         **({"attention_iou": attention_iou(model, eval_images, boxes[eval_split])} if model_class.uses_masks else {}),
@@ -196,10 +223,7 @@ def embed_dataset(
         "train_seconds": round(train_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    report_path = path.with_suffix(".json")
-    tmp = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, report_path)
+    write_json_atomic(path.with_suffix(".json"), report)
     return report
 
 
@@ -240,16 +264,23 @@ def attention_iou(model, images: np.ndarray, boxes: list) -> float:
 
 
 def ensure_embedding(dataset_dir: str | Path, *, kind: str, latent_dim: int, epochs: int, image_size: int,
-                     seed: int, progress: Callable[[dict], None] | None = None) -> dict:
+                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, margin: float = 1.0,
+                     attention_weight: float = 1.0, progress: Callable[[dict], None] | None = None) -> dict:
     """The embedding report for these settings, training the autoencoder only when no saved
-    embedding with exactly these settings exists next to the dataset."""
+    embedding of this dataset (same fingerprint) with exactly these settings exists next to it.
+
+    ``seed`` is the autoencoder's own seed, not the seed of the search or training that uses the
+    embedding: every run on one dataset shares one embedding per setting. The report says
+    ``cached`` (True when it was reused)."""
     from frugalnas.data import open_dataset
 
-    report_path = open_dataset(dataset_dir).root / EMBEDDINGS_DIR / f"{embedding_name(kind, latent_dim, epochs)}.json"
-    if report_path.exists():
-        report = json.loads(report_path.read_text())
-        wanted = {"kind": kind, "latent_dim": latent_dim, "epochs": epochs, "image_size": image_size, "seed": seed}
-        if all(report.get(k) == v for k, v in wanted.items()) and Path(report["path"]).exists():
-            return report
-    return embed_dataset(dataset_dir, kind=kind, latent_dim=latent_dim, epochs=epochs, image_size=image_size,
-                         seed=seed, progress=progress)
+    dataset = open_dataset(dataset_dir)
+    settings = embedding_settings(kind, latent_dim, epochs, image_size, seed, batch_size, lr, margin, attention_weight)
+    report_path = dataset.root / EMBEDDINGS_DIR / f"{embedding_name(settings)}.json"
+    cached = read_cached_report(report_path, dataset_fingerprint(dataset.card), settings)
+    if cached is not None:
+        return {**cached, "cached": True}
+    report = embed_dataset(dataset_dir, kind=kind, latent_dim=latent_dim, epochs=epochs, image_size=image_size,
+                           seed=seed, batch_size=batch_size, lr=lr, margin=margin, attention_weight=attention_weight,
+                           progress=progress)
+    return {**report, "cached": False}

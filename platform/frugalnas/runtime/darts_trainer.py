@@ -173,7 +173,7 @@ def _space_settings(space: CellSpace | str | Path | Mapping[str, Any]) -> dict:
     return space.config.model_dump(mode="json")
 
 
-def resolve_latents(dataset_dir: str | Path, selection: Mapping[str, Any], seed: int = 0) -> tuple[dict, str | None]:
+def resolve_latents(dataset_dir: str | Path, selection: Mapping[str, Any]) -> tuple[dict, str | None]:
     """(selector settings, latents file) for ``selection``.
 
     dds needs latents: ``selection['latents']`` names a file, or ``selection['embedding']``
@@ -190,8 +190,9 @@ def resolve_latents(dataset_dir: str | Path, selection: Mapping[str, Any], seed:
         return selection, str(path)
     from frugalnas.embed.latents import ensure_embedding
 
+    # the autoencoder's own seed (embedding.seed, default 0), not the search's: one embedding per dataset
     embedding = {"kind": "triplet", "latent_dim": 16, "epochs": 10, "image_size": 32, **(embedding or {})}
-    return selection, str(Path(ensure_embedding(dataset_dir, seed=seed, **embedding)["path"]).resolve())
+    return selection, str(Path(ensure_embedding(dataset_dir, **embedding)["path"]).resolve())
 
 
 def run_darts_search(dataset_dir: str | Path, space: CellSpace | str | Path | Mapping[str, Any],
@@ -235,7 +236,7 @@ def run_darts_search(dataset_dir: str | Path, space: CellSpace | str | Path | Ma
     if not resume and (storage / name).exists():
         hint = "pass resume=True to continue it" if has_checkpoint else f"delete {storage / name}"
         raise ConfigError(f"run {name!r} already exists in {storage}: {hint}, or choose another name")
-    selection, latents = resolve_latents(dataset.root, selection, settings.seed)
+    selection, latents = resolve_latents(dataset.root, selection)
     use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
     config = {
         "dataset_dir": str(dataset.root),

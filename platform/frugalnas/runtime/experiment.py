@@ -101,7 +101,7 @@ def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> 
     size = settings.image_size or default_image_size(open_dataset(dataset_dir).card)
     log(f"embedding: {settings.kind} autoencoder, latent {settings.latent_dim}, {settings.epochs} epochs, {size}px")
     report = ensure_embedding(dataset_dir, kind=settings.kind, latent_dim=settings.latent_dim, epochs=settings.epochs,
-                              image_size=size, seed=config.seed,
+                              image_size=size, seed=settings.seed,
                               progress=lambda i: (i["epoch"] % 5 == 0 or i["epoch"] == i["epochs"]) and log(
                                   f"  autoencoder epoch {i['epoch']}/{i['epochs']} loss {i['loss']:.4f}"))
     log(f"embedding: label agreement of 5 nearest neighbours {report['knn_agreement']['5']:.3f} "
@@ -110,6 +110,8 @@ def prepare_embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> 
         log(f"embedding: label-set Jaccard with 5 nearest neighbours {report['label_jaccard']['5']:.3f} (raw pixels "
             f"{report['pixel_label_jaccard']['5']:.3f}, random {report['random_label_jaccard']:.3f}), with the "
             f"furthest {report['furthest_label_jaccard']:.3f}")
+    if report.get("warning"):
+        log(f"embedding: warning: {report['warning']}")
     return report
 
 

@@ -33,7 +33,8 @@ def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", su
                 reference_progress: Callable[[EpochResult], None] | None = None) -> dict:
     """Train ``arch`` (``SPACE:ARCH``) on ``dataset_dir`` with the named selector; returns the report.
 
-    ``embedding`` = {kind, latent_dim, epochs, image_size} for dds (defaults: triplet, 16, 10, 32).
+    ``embedding`` = {kind, latent_dim, epochs, image_size, seed} for dds (defaults: triplet, 16, 10, 32, 0;
+    the autoencoder's own seed, so runs with any training seed share one embedding).
     ``reference`` = {arch, epochs, batch_size, lr, seed} of the entropy selector's reference model
     (defaults: baseline:cnn, 5, 64, 0.05, 0); ``entropy_bin_width`` its histogram's bin width.
     """
@@ -55,7 +56,7 @@ def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", su
         from frugalnas.embed import load_latents
 
         embedding = {"kind": "triplet", "latent_dim": 16, "epochs": 10, "image_size": 32, **(embedding or {})}
-        embedding_report = ensure_embedding(dataset_dir, seed=settings.seed, progress=embed_progress, **embedding)
+        embedding_report = ensure_embedding(dataset_dir, progress=embed_progress, **embedding)
         latents = load_latents(embedding_report["path"])
     entropy_report = None
     if needs_entropy(selector):
@@ -90,7 +91,7 @@ def train_fixed(dataset_dir: str | Path, arch: str, *, selector: str = "dds", su
         "wall_seconds": round(time.perf_counter() - started, 3),
         "embedding": None if embedding_report is None else {
             k: embedding_report.get(k) for k in ("kind", "latent_dim", "epochs", "path", "knn_agreement",
-                                                 "pixel_knn_agreement", "images_processed", "train_seconds")},
+                                                 "pixel_knn_agreement", "images_processed", "train_seconds", "warning")},
         "entropy_reference": None if entropy_report is None else {
             k: entropy_report[k] for k in ("arch", "epochs", "path", "images_processed", "train_seconds",
                                            "reference_accuracy", "cached")},

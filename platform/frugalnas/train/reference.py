@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from frugalnas.data.cache import dataset_fingerprint, read_cached_report, settings_key, write_json_atomic
+from frugalnas.cache import dataset_fingerprint, read_cached_report, settings_key, write_json_atomic
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.errors import DataError
 from frugalnas.selection import make_selector
