@@ -16,6 +16,7 @@ BENCHMARKS = [
     ("data_io.py", "data_io"),
     ("furthest_neighbour.py", "furthest_neighbour"),
     ("selection.py", "selection"),
+    ("selection_repairs.py", "selection_repairs"),
     ("searchers_nb201_like.py", "searchers"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),

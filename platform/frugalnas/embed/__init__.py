@@ -8,7 +8,8 @@ group images with the same objects). Kinds are registered in ``AUTOENCODERS`` un
 names (``plain``, ``triplet``, ``attention``: detection data only).
 """
 from frugalnas.embed.autoencoder import (
-    AUTOENCODERS, Autoencoder, PlainAutoencoder, TripletAutoencoder, batch_hard_triplet_loss)
+    AUTOENCODERS, Autoencoder, PlainAutoencoder, TripletAutoencoder, batch_all_triplet_loss,
+    batch_hard_triplet_loss)
 from frugalnas.embed.attention import AttentionAutoencoder, box_masks
 from frugalnas.embed.latents import embed_dataset, load_latents, save_latents
 from frugalnas.embed.quality import knn_agreement, pixel_vectors
@@ -16,6 +17,6 @@ from frugalnas.embed.training import encode, prepare_images, train_autoencoder
 
 __all__ = [
     "AUTOENCODERS", "AttentionAutoencoder", "Autoencoder", "PlainAutoencoder", "TripletAutoencoder",
-    "batch_hard_triplet_loss", "box_masks", "embed_dataset", "encode", "knn_agreement", "load_latents",
+    "batch_all_triplet_loss", "batch_hard_triplet_loss", "box_masks", "embed_dataset", "encode", "knn_agreement", "load_latents",
     "pixel_vectors", "prepare_images", "save_latents", "train_autoencoder",
 ]

@@ -105,15 +105,22 @@ class PlainAutoencoder(Autoencoder):
 class TripletAutoencoder(Autoencoder):
     """Reconstruction + class-aware triplet-margin loss on the latents (the DDS-NAS CIFAR AE).
 
-    Triplets are mined within each batch, batch-hard (Hermans et al. 2017): every anchor is
-    paired with its furthest same-class and its nearest other-class latent, so the loss
-    concentrates on the pairs that are still wrong. The reconstruction term keeps the latent
-    describing the image, not only its class, which the furthest-neighbour swap relies on.
+    Recipe 2 (the default): the triplet term compares the *L2-normalised* latents (distances in
+    [0, 2], margin 0.2) and averages over every valid triplet of the batch that still violates the
+    margin (batch-all mining, Hermans et al. 2017). Recipe 1, batch-hard mining (each anchor with its
+    furthest positive and nearest negative) on the raw latents with margin 1, collapsed on CIFAR-10:
+    every image went to one point (latent std 7e-6), where the triplet loss sits at the margin with
+    zero gradient and the reconstruction term alone cannot pull the encoder out; its neighbours
+    agreed on labels less often than raw pixels' (benchmarks/RESULTS.md). Normalising removes the
+    scale the collapse shrinks, and batch-all mining gives every violating triplet a gradient instead
+    of only the hardest, which early in training are mostly noise. The reconstruction term keeps the
+    latent describing the image, not only its class, which the furthest-neighbour swap relies on.
     """
 
     options = ("margin",)
+    recipe = 2
 
-    def __init__(self, channels, image_size, latent_dim, *, margin: float = 1.0, **kwargs):
+    def __init__(self, channels, image_size, latent_dim, *, margin: float = 0.2, **kwargs):
         super().__init__(channels, image_size, latent_dim, **kwargs)
         if not margin > 0:
             raise ValueError(f"triplet margin must be > 0, got {margin!r}")
@@ -122,9 +129,27 @@ class TripletAutoencoder(Autoencoder):
     def objective(self, x, labels, masks=None):
         recon, z = self(x)
         recon_loss = F.mse_loss(recon, x)
-        triplet_loss = batch_hard_triplet_loss(z, labels, self.margin)
+        triplet_loss = batch_all_triplet_loss(F.normalize(z, dim=1), labels, self.margin)
         return {"loss": recon_loss + triplet_loss, "recon_loss": recon_loss,
                 "triplet_loss": triplet_loss}
+
+
+def batch_all_triplet_loss(z: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean of relu(d(a, p) - d(a, n) + margin) over the batch's valid triplets (a, p same class,
+    a != p; n another class) whose loss is positive: the ones that still teach something.
+
+    A batch without any such triplet contributes zero (still attached to the graph). Memory grows
+    as the cube of the batch size (2M triplets at 128).
+    """
+    d = (z[:, None, :] - z[None, :, :]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    valid = (same & ~eye)[:, :, None] & ~same[:, None, :]  # [anchor, positive, negative]
+    losses = F.relu(d[:, :, None] - d[:, None, :] + margin)[valid]
+    active = losses > 1e-16
+    if not active.any():
+        return z.sum() * 0.0
+    return losses[active].mean()
 
 
 def batch_hard_triplet_loss(z: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:

@@ -135,7 +135,7 @@ def embed_dataset(
     seed: int = 0,
     batch_size: int = 128,
     lr: float = 1e-3,
-    margin: float = 1.0,
+    margin: float = 0.2,
     attention_weight: float = 1.0,
     progress: Callable[[dict], None] | None = None,
 ) -> dict:
@@ -264,7 +264,7 @@ def attention_iou(model, images: np.ndarray, boxes: list) -> float:
 
 
 def ensure_embedding(dataset_dir: str | Path, *, kind: str, latent_dim: int, epochs: int, image_size: int,
-                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, margin: float = 1.0,
+                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, margin: float = 0.2,
                      attention_weight: float = 1.0, progress: Callable[[dict], None] | None = None) -> dict:
     """The embedding report for these settings, training the autoencoder only when no saved
     embedding of this dataset (same fingerprint) with exactly these settings exists next to it.

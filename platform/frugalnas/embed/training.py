@@ -61,7 +61,7 @@ def train_autoencoder(
     image_size: int = 32,
     batch_size: int = 128,
     lr: float = 1e-3,
-    margin: float = 1.0,
+    margin: float = 0.2,
     attention_weight: float = 1.0,
     boxes: list | None = None,
     seed: int = 0,
