@@ -91,12 +91,28 @@ def test_result_shape_and_json(cheap, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_missing_architecture_is_an_error_naming_it(tmp_path, table):
+def test_architectures_missing_from_the_table_are_counted_and_reported(tmp_path, table):
     partial = tmp_path / "partial.csv"
     with open(table) as source, open(partial, "w") as out:
         out.writelines(line for k, line in enumerate(source) if k < 200)
-    with pytest.raises(DataError, match=r"architecture \|.*\| is not in the table .*partial.csv \(199 architectures\)"):
-        run_searcher_benchmark(partial, strategies=["random"], budget=150, seeds=1)
+    result = run_searcher_benchmark(partial, strategies=["random", "evolution"], budget=30, seeds=2,
+                                    budgets_report=(30,))
+    assert result["n_archs"] == 199 and result["space_size"] == 15625 and result["missing_from_table"] == 15426
+    lookup = read_table(partial, load_space("nb201"), arch_column="arch", metric_column="accuracy")
+    for entry in result["strategies"].values():
+        # nearly every proposal is missing (199 of 15,625 are there): each one is counted, none is looked up
+        assert entry["missing_proposed"] > 40 and len(entry["missing_examples"]) == 5
+        assert all(load_space("nb201").parse(a) not in lookup.values for a in entry["missing_examples"])
+        assert entry["min_evaluations"] == 30  # a missing architecture spends its evaluation
+    from click.testing import CliRunner
+
+    from frugalnas.strategies.cli_bench import bench_searchers_command
+
+    outcome = CliRunner().invoke(bench_searchers_command, ["--table", str(partial), "--strategies", "random",
+                                                           "--budget", "10", "--seeds", "1", "--report-at", "10"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "the table lacks 15,426 of the space's 15,625 architectures" in outcome.stderr
+    assert "note: random proposed" in outcome.stderr
 
 
 def test_table_errors_name_the_culprit(tmp_path, table):

@@ -61,7 +61,7 @@ def tiny(request):
 
 
 def test_registry_and_builtin_names():
-    assert SPACE_FAMILIES.names() == ["darts", "mobilenet", "nb201"]
+    assert SPACE_FAMILIES.names() == ["categorical", "darts", "mobilenet", "nb201"]
     assert set(FAMILIES) <= set(builtin_spaces())
     for name in FAMILIES:
         assert load_space(name).family == name
@@ -431,7 +431,7 @@ def test_yaml_bad_values_name_key_value_and_allowed(tmp_path):
 
 
 def test_yaml_family_errors(tmp_path):
-    with pytest.raises(ConfigError, match="key 'family' has value 'nb2001'; allowed: darts, mobilenet, nb201"):
+    with pytest.raises(ConfigError, match="key 'family' has value 'nb2001'; allowed: categorical, darts, mobilenet, nb201"):
         load_space(_write(tmp_path, "family: nb2001\n"))
     with pytest.raises(ConfigError, match="missing key 'family'"):
         load_space(_write(tmp_path, "ops: [none]\n"))

@@ -191,6 +191,10 @@ def _check_references(config: ExperimentConfig, source: str) -> None:
         space = load_space(name, overrides or None)
     except ConfigError as error:
         raise ConfigError(f"{source}: space: {error}") from None
+    try:
+        space.check_buildable()  # a table-only space (categorical without a builder) cannot train
+    except ConfigError as error:
+        raise ConfigError(f"{source}: space {name!r}: {error}") from None
     strategy = config.search.strategy
     allowed = STRATEGIES.names() + list(GRADIENT_STRATEGIES)
     if strategy not in allowed:

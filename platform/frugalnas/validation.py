@@ -18,13 +18,15 @@ def describe(err: ValidationError, source: str, model: type[BaseModel]) -> str:
                                             for o in errors):
             continue
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
-        if e["type"] == "extra_forbidden":
+        if not e["loc"]:  # a check across keys (a model validator): its message says what is wrong
+            lines.append(f"{source}: {e['msg'].removeprefix('Value error, ')}")
+        elif e["type"] == "extra_forbidden":
             allowed = keys_at(model, e["loc"][:-1])
             lines.append(f"{source}: unknown key {key!r} (value {e['input']!r}); allowed keys: {', '.join(allowed)}")
         elif e["type"] == "missing":
             lines.append(f"{source}: missing key {key!r}")
         else:
-            lines.append(f"{source}: key {key!r} has value {e['input']!r}: {e['msg']}")
+            lines.append(f"{source}: key {key!r} has value {e['input']!r}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

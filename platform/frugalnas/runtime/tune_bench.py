@@ -11,16 +11,20 @@ import tempfile
 from ray import tune
 
 from frugalnas.runtime.tune_search import StrategySearcher, fit_keeping_sigint
-from frugalnas.strategies.benchmark import ENGINES
+from frugalnas.strategies.benchmark import ENGINES, MissingArchitecture
 
 
 def _look_up(config: dict, lookup, space) -> None:
-    tune.report(lookup(space.parse(config["arch"])))
+    try:
+        tune.report(lookup(space.parse(config["arch"])))
+    except MissingArchitecture:  # no metric: the searcher tells the strategy it failed, as in-process
+        tune.report({"missing_from_table": 1})
 
 
 @ENGINES.register("tune")
-def run_with_tune(strategy, lookup, budget: int, *, reuse_actors: bool = True) -> list[dict]:
-    """One search as a Tune experiment (concurrency 1); results in evaluation order.
+def run_with_tune(strategy, lookup, budget: int, *, reuse_actors: bool = True) -> list[dict | None]:
+    """One search as a Tune experiment (concurrency 1); results in evaluation order (None for an
+    architecture missing from the table).
 
     ``reuse_actors=False`` (Tune's own default) starts a fresh worker process per trial: seconds
     per evaluation here, kept only so the benchmark can measure it."""
@@ -37,4 +41,5 @@ def run_with_tune(strategy, lookup, budget: int, *, reuse_actors: bool = True) -
             run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0))
         results = fit_keeping_sigint(tuner)
         ordered = sorted(results, key=lambda r: r.config["suggestion"])
-        return [{k: r.metrics[k] for k in lookup(strategy.space.parse(r.config["arch"]))} for r in ordered]
+        return [None if lookup.metric not in r.metrics
+                else {k: r.metrics[k] for k in lookup(strategy.space.parse(r.config["arch"]))} for r in ordered]

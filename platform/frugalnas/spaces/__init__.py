@@ -2,10 +2,11 @@
 
 One module per family, selected by the ``family:`` key of a YAML file in ``search_spaces/``:
 ``nb201`` (NAS-Bench-201 cells), ``darts`` (DARTS cells), ``mobilenet`` (MobileNetV2-style macro
-space). Every family implements :class:`Space`; the cell families also offer a weight-sharing
+space), ``categorical`` (any space of named categorical decisions, declared in YAML alone). Every family implements :class:`Space`; the cell families also offer a weight-sharing
 supernet (:class:`CellSpace`) for gradient-based search.
 """
 from frugalnas.spaces.base import SPACE_FAMILIES, Arch, CellSpace, Space, count_flops, count_params
+from frugalnas.spaces.categorical import CategoricalArch, CategoricalSpace
 from frugalnas.spaces.darts import DartsSpace, Genotype
 from frugalnas.spaces.loader import SPACES_DIR, builtin_spaces, load_space, space_from_dict
 from frugalnas.spaces.mobilenet import MobileNetArch, MobileNetSpace, StageArch
@@ -16,6 +17,8 @@ __all__ = [
     "SPACES_DIR",
     "SPACE_FAMILIES",
     "Arch",
+    "CategoricalArch",
+    "CategoricalSpace",
     "CellSpace",
     "DartsSpace",
     "Genotype",

@@ -1,10 +1,13 @@
 """The search-space interface every family implements, and the family registry.
 
-A space is a finite set of architectures described as a list of independent decisions
-(:meth:`Space.choices`): every combination of option indices is a valid architecture and every
-architecture has exactly one such combination. Sampling, mutation, size and the default
-encoding follow from that, so a family only says what its decisions are, how an architecture
-is written as a string, and how it becomes a network.
+A space is a finite set of architectures described as a list of decisions (:meth:`Space.choices`).
+In the built-in families they are independent: every combination of option indices is a valid
+architecture and every architecture has exactly one such combination. Sampling, mutation, size,
+enumeration (:meth:`Space.index` / :meth:`Space.at`) and the default encoding follow from that, so
+a family only says what its decisions are, how an architecture is written as a string, and how it
+becomes a network. A family with conditional decisions (``categorical``) says which decisions are
+active given the earlier ones (:meth:`Space.decision_active`); an inactive decision has index -1 in
+:meth:`Space.to_choices` and an all-zero block in :meth:`Space.encode`.
 
 Architecture objects are immutable and hashable (frozen dataclasses), and ``str(arch)`` is their
 canonical text form; ``space.parse(str(arch)) == arch``.
@@ -73,6 +76,11 @@ class Space(ABC):
     def to_choices(self, arch: Arch) -> list[int]:
         """The option index of each decision; inverse of :meth:`from_choices`."""
 
+    def decision_active(self, d: int, prefix: Sequence[int]) -> bool:
+        """Whether decision ``d`` exists given the option indices of the decisions before it
+        (``prefix[:d]``). Always True in a space of independent decisions."""
+        return True
+
     def _check_indices(self, indices: Sequence[int]) -> list[int]:
         """``indices`` as a list of ints, or a ValueError naming the bad position."""
         decisions = self.choices()
@@ -104,17 +112,35 @@ class Space(ABC):
         return self.from_choices(indices)
 
     def encode(self, arch: Arch) -> np.ndarray:
-        """A fixed-length float32 vector for predictors and controllers: one-hot per decision."""
+        """A fixed-length float32 vector for predictors and controllers: one-hot per decision (all
+        zeros for an inactive one)."""
         parts = []
         for (_, options), i in zip(self.choices(), self.to_choices(arch)):
             one_hot = np.zeros(len(options), dtype=np.float32)
-            one_hot[i] = 1.0
+            if i >= 0:
+                one_hot[i] = 1.0
             parts.append(one_hot)
         return np.concatenate(parts)
 
     def size(self) -> int:
         """The number of architectures in the space."""
         return math.prod(len(options) for _, options in self.choices())
+
+    def index(self, arch: Arch) -> int:
+        """The position of ``arch`` in the space's enumeration, 0..size()-1 (mixed radix over the
+        option indices, first decision slowest)."""
+        index = 0
+        for i, (_, options) in zip(self.to_choices(arch), self.choices()):
+            index = index * len(options) + i
+        return index
+
+    def at(self, index: int) -> Arch:
+        """The architecture at ``index`` of the enumeration (inverse of :meth:`index`)."""
+        digits = []
+        for _, options in reversed(self.choices()):
+            index, digit = divmod(int(index), len(options))
+            digits.append(digit)
+        return self.from_choices(digits[::-1])
 
     # -- text form ---------------------------------------------------------------------------
 
@@ -127,6 +153,10 @@ class Space(ABC):
     @abstractmethod
     def build(self, arch: Arch, num_classes: int, in_channels: int) -> nn.Module:
         """A freshly initialised classifier of ``(B, in_channels, H, W)`` images, H, W >= 8."""
+
+    def check_buildable(self) -> None:
+        """Raise a :class:`~frugalnas.errors.ConfigError` saying why this space cannot build networks
+        (a table-only space); every built-in family can."""
 
     def count_params(self, arch: Arch, num_classes: int, in_channels: int) -> int:
         """Number of trainable parameters of the built network."""

@@ -79,8 +79,9 @@ def space_from_dict(data: Mapping[str, Any], source: str = "<space settings>") -
         raise ConfigError(
             f"{source}: key 'family' has value {data['family']!r}; allowed: {', '.join(SPACE_FAMILIES.names())}"
         ) from None
+    base_dir = Path(source).parent if Path(source).is_file() else None  # for paths in the file (a builder)
     try:
-        config = family.Config.model_validate(dict(data))
+        config = family.Config.model_validate(dict(data), context={"base_dir": base_dir})
     except ValidationError as err:
         raise ConfigError(describe(err, source, family.Config)) from None
     return family(config)

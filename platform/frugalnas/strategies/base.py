@@ -282,6 +282,11 @@ class Strategy(ABC):
         return pareto_front(self.history, [str(o) for o in self.objectives])
 
     @property
+    def infeasible(self) -> list[Arch]:
+        """Architectures rejected by the constraints or whose evaluation failed, in that order."""
+        return list(self._infeasible)
+
+    @property
     def pending(self) -> list[Arch]:
         """Architectures asked and not yet told."""
         return list(self._pending)
@@ -354,19 +359,12 @@ class Strategy(ABC):
     # ------------------------------------------------------------ helpers for strategies
 
     def arch_index(self, arch: Arch) -> int:
-        """The position of ``arch`` in the space's mixed-radix enumeration (first decision slowest)."""
-        index = 0
-        for i, radix in zip(self.space.to_choices(arch), self._radix):
-            index = index * radix + i
-        return index
+        """The position of ``arch`` in the space's enumeration (:meth:`Space.index`)."""
+        return self.space.index(arch)
 
     def arch_at(self, index: int) -> Arch:
         """The architecture at ``index`` of the enumeration (inverse of :meth:`arch_index`)."""
-        digits = []
-        for radix in reversed(self._radix):
-            index, digit = divmod(index, radix)
-            digits.append(digit)
-        return self.space.from_choices(digits[::-1])
+        return self.space.at(index)
 
     def _sample_unseen(self) -> Arch | None:
         """A uniformly random architecture that :meth:`is_seen` is false for, or None if none is left.

@@ -1,26 +1,35 @@
 """Tabular benchmark of search strategies: every evaluation is a table lookup, so a search of 150
 architectures takes milliseconds to seconds and strategies can be compared over many seeds.
 
-The table is a CSV with one row per architecture: its canonical string (e.g. NAS-Bench-201's
-``|nor_conv_3x3~0|+|...|``) and the metric to maximise (or minimise, ``mode="min"``), optionally a
-second column to report (NAS-Bench-201's protocol: search on validation accuracy, report the test
-accuracy of the architecture that is best on validation)::
+The table has one row per architecture: its canonical string (e.g. NAS-Bench-201's
+``|nor_conv_3x3~0|+|...|``, or any string format a ``categorical`` space declares) and the metric
+to maximise (or minimise, ``mode="min"``), optionally a second column to report (NAS-Bench-201's
+protocol: search on validation accuracy, report the test accuracy of the architecture that is best
+on validation). Tables are read from CSV, Parquet or JSON (:func:`read_table`)::
 
     result = run_searcher_benchmark("nb201_cifar10.csv", arch_column="arch", metric_column="valid_acc",
                                     report_column="test_acc", strategies=["random", "evolution"])
     plot_curves(result, "searchers.png")
 
+A table need not cover the whole space (published benchmarks have failed or skipped trainings):
+the architectures it lacks are counted, and a strategy that proposes one spends that evaluation
+on nothing (as a failed training would) and is told it failed; each strategy's result lists how
+many it proposed and which.
+
 The per-seed search loop is an engine, registered in :data:`ENGINES` (``inprocess`` here); an
-engine is ``engine(strategy, lookup, budget) -> list of result dicts`` in evaluation order, so a
-Ray Tune engine can run the same strategies as Tune trials and plug in unchanged.
+engine is ``engine(strategy, lookup, budget) -> list of result dicts (None for a missing
+architecture)`` in evaluation order, so a Ray Tune engine can run the same strategies as Tune
+trials and plug in unchanged.
 """
 from __future__ import annotations
 
 import csv
+import json
 import math
+import numbers
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,14 +38,20 @@ from frugalnas.registry import Registry
 from frugalnas.spaces.base import Arch, Space
 from frugalnas.strategies.base import STRATEGIES, Strategy, make_strategy
 
-ENGINES: Registry[Callable[..., list[dict]]] = Registry("benchmark engine")
+ENGINES: Registry[Callable[..., list]] = Registry("benchmark engine")
 DEFAULT_REPORT_AT = (10, 25, 50, 100, 150)
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+MISSING_EXAMPLES = 5  # architectures missing from the table listed per strategy
+
+
+class MissingArchitecture(DataError):
+    """A strategy proposed an architecture of the space that the table has no row for."""
 
 
 class TableLookup:
     """Architecture -> its row's metrics; plain data, so it pickles to remote workers.
 
-    Calling it with an architecture the table lacks is a DataError naming the architecture.
+    Calling it with an architecture the table lacks raises :class:`MissingArchitecture` naming it.
     """
 
     def __init__(self, values: dict[Arch, dict], *, metric: str, source: str = "<table>"):
@@ -46,73 +61,164 @@ class TableLookup:
         try:
             return dict(self.values[arch])
         except KeyError:
-            raise DataError(f"architecture {arch} is not in the table {self.source} "
-                            f"({len(self.values)} architectures)") from None
+            raise MissingArchitecture(f"architecture {arch} is not in the table {self.source} "
+                                      f"({len(self.values)} architectures)") from None
 
     def __len__(self) -> int:
         return len(self.values)
 
 
+def _rows_csv(path: Path, columns: list[str]) -> Iterator[tuple[str, dict]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        present = reader.fieldnames or []
+        _check_columns(path, columns, present)
+        for line, row in enumerate(reader, start=2):
+            yield f"line {line}", row
+
+
+def _rows_parquet(path: Path, columns: list[str]) -> Iterator[tuple[str, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        present = pq.read_schema(path).names
+    except Exception as error:  # pyarrow raises several kinds for a file that is not Parquet
+        raise DataError(f"{path}: not a readable Parquet file ({error})") from None
+    _check_columns(path, columns, present)
+    table = pq.read_table(path, columns=columns)
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield f"row {number}", row
+
+
+def _rows_json(path: Path, columns: list[str], keyed: list[str]) -> Iterator[tuple[str, dict]]:
+    """A list of records like CSV rows, or an object keyed by architecture string whose values are
+    mappings of metrics (or the metric itself: a number or a list of numbers)."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    if isinstance(data, list):
+        present = sorted({key for record in data if isinstance(record, Mapping) for key in record})
+        _check_columns(path, columns, present)
+        for number, record in enumerate(data):
+            if not isinstance(record, Mapping):
+                raise DataError(f"{path} record [{number}]: expected an object of columns, got {record!r:.80}")
+            yield f"record [{number}]", record
+    elif isinstance(data, Mapping):
+        metric = keyed[0]
+        for key, value in data.items():
+            if not isinstance(value, Mapping):
+                value = {metric: value}
+            yield f"key {key!r}", {columns[0]: key, **value}
+    else:
+        raise DataError(f"{path}: a JSON table is a list of records or an object keyed by architecture string, "
+                        f"got {type(data).__name__}")
+
+
+def _check_columns(path: Path, wanted: list[str], present: Sequence[str]) -> None:
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))}; the columns are: "
+                        f"{', '.join(present) or 'none (empty file)'}")
+
+
+def _number(value: Any) -> float:
+    """A metric value: a number, numeric text, or a list of per-seed numbers (averaged); NaN if not."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                return math.nan
+        else:
+            try:
+                return float(text)
+            except ValueError:
+                return math.nan
+    if isinstance(value, (list, tuple)):
+        numbers_ = [_number(v) for v in value]
+        return float(np.mean(numbers_)) if numbers_ else math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
 def read_table(path: str | Path, space: Space, *, arch_column: str, metric_column: str,
                report_column: str | None = None) -> TableLookup:
-    """Read a benchmark CSV into a :class:`TableLookup` (values are ``{metric: x[, report: y]}``).
+    """Read a benchmark table into a :class:`TableLookup` (values are ``{metric: x[, report: y]}``).
 
-    Errors name the file and the culprit: a missing column (with the columns present), a row whose
-    architecture does not parse or whose value is not a finite number (with its line number), or an
-    architecture listed twice.
+    Formats by extension: ``.csv``; ``.parquet``/``.pq``; ``.json``, either a list of records or an
+    object keyed by architecture string (then ``arch_column`` is not used) whose values hold the
+    metrics. A metric is a number or a list of per-seed numbers, which is averaged (in CSV, a JSON
+    list like ``[93.1, 93.4]``). Errors name the file and the culprit: a missing column (with the
+    columns present), a row whose architecture does not parse or whose value is not a finite number
+    (with its line, row, record or key), or an architecture listed twice.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"benchmark table {path} does not exist")
-    wanted = [arch_column, metric_column] + ([report_column] if report_column else [])
+    kind = TABLE_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unknown table format {path.suffix or '(no extension)'!r}; allowed: "
+                        f"{', '.join(TABLE_FORMATS)}")
+    metrics = [metric_column] + ([report_column] if report_column else [])
+    columns = [arch_column] + metrics
+    if kind == "csv":
+        rows = _rows_csv(path, columns)
+    elif kind == "parquet":
+        rows = _rows_parquet(path, columns)
+    else:
+        rows = _rows_json(path, columns, metrics)
     values: dict[Arch, dict] = {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        present = reader.fieldnames or []
-        missing = [c for c in wanted if c not in present]
-        if missing:
-            raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))}; the columns are: "
-                            f"{', '.join(present) or 'none (empty file)'}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                arch = space.parse(row[arch_column])
-            except (ValueError, TypeError) as err:
-                raise DataError(f"{path} line {line}: column {arch_column!r}: {err}") from None
-            entry = {}
-            for column in wanted[1:]:
-                text = row[column]
-                try:
-                    value = float(text)
-                except (TypeError, ValueError):
-                    value = math.nan
-                if not math.isfinite(value):
-                    raise DataError(f"{path} line {line}: column {column!r} is {text!r}, not a finite number")
-                entry[column] = value
-            if arch in values:
-                raise DataError(f"{path} line {line}: architecture {arch} is listed twice; give one row per "
-                                "architecture (average repeated runs first)")
-            values[arch] = entry
+    first_seen: dict[Arch, str] = {}
+    for where, row in rows:
+        text = row.get(arch_column)
+        try:
+            arch = space.parse(text)
+        except (ValueError, TypeError) as err:
+            raise DataError(f"{path} {where}: column {arch_column!r}: {err}") from None
+        entry = {}
+        for column in metrics:
+            if column not in row:
+                raise DataError(f"{path} {where}: no {column!r}; it holds: {', '.join(map(str, row))}")
+            value = _number(row[column])
+            if not math.isfinite(value):
+                raise DataError(f"{path} {where}: column {column!r} is {row[column]!r}, not a finite number "
+                                "(or a list of numbers)")
+            entry[column] = value
+        if arch in values:
+            raise DataError(f"{path} {where}: architecture {arch} is listed twice (first at {first_seen[arch]}); "
+                            "give one row per architecture (average repeated runs first, or give them as a list)")
+        values[arch] = entry
+        first_seen[arch] = where
     if not values:
         raise DataError(f"{path}: the table has no rows")
     return TableLookup(values, metric=metric_column, source=str(path))
 
 
 @ENGINES.register("inprocess")
-def run_inprocess(strategy: Strategy, lookup: Callable[[Arch], dict], budget: int) -> list[dict]:
+def run_inprocess(strategy: Strategy, lookup: Callable[[Arch], dict], budget: int) -> list[dict | None]:
     """One search in this process: ``budget`` rounds of ask, look up, tell. Returns the looked-up
-    results in evaluation order (fewer than ``budget`` if the strategy runs out of architectures)."""
-    results = []
+    results in evaluation order (fewer than ``budget`` if the strategy runs out of architectures);
+    an architecture missing from the table gives None there and is told to the strategy as failed."""
+    results: list[dict | None] = []
     for _ in range(budget):
         arch = strategy.ask()
         if arch is None:
             break
-        result = lookup(arch)
+        try:
+            result = lookup(arch)
+        except MissingArchitecture:
+            strategy.tell(arch, None)
+            results.append(None)
+            continue
         strategy.tell(arch, result)
         results.append(result)
     return results
 
 
-def best_so_far(results: Sequence[Mapping[str, float]], metric: str, mode: str, budget: int,
+def best_so_far(results: Sequence[Mapping[str, float] | None], metric: str, mode: str, budget: int,
                 report: str | None = None) -> np.ndarray:
     """(budget,) curve: after each evaluation, the ``report`` value (default: the metric itself) of the
     best architecture by ``metric`` so far. A search that stopped early keeps its last value."""
@@ -120,7 +226,7 @@ def best_so_far(results: Sequence[Mapping[str, float]], metric: str, mode: str, 
     curve = np.empty(budget)
     best, shown = -math.inf, math.nan
     for k in range(budget):
-        if k < len(results):
+        if k < len(results) and results[k] is not None:  # None: missing from the table, nothing learnt
             value = sign * results[k][metric]
             if value > best:
                 best, shown = value, results[k][report or metric]
@@ -128,7 +234,7 @@ def best_so_far(results: Sequence[Mapping[str, float]], metric: str, mode: str, 
     return curve
 
 
-def run_searcher_benchmark(table_csv: str | Path, space: str | Space = "nb201", *, arch_column: str = "arch",
+def run_searcher_benchmark(table: str | Path, space: str | Space = "nb201", *, arch_column: str = "arch",
                            metric_column: str = "accuracy", strategies: Sequence[str] = ("random", "evolution"),
                            budget: int = 150, seeds: int = 20, engine: str = "inprocess",
                            budgets_report: Sequence[int] = DEFAULT_REPORT_AT, mode: str = "max",
@@ -166,12 +272,13 @@ def run_searcher_benchmark(table_csv: str | Path, space: str | Space = "nb201", 
         raise ValueError(f"strategy_params names strategies that are not run: {', '.join(stray)}")
     report_at = sorted({int(b) for b in budgets_report if 1 <= int(b) <= budget})
 
-    lookup = read_table(table_csv, space, arch_column=arch_column, metric_column=metric_column,
+    lookup = read_table(table, space, arch_column=arch_column, metric_column=metric_column,
                         report_column=report_column)
     sign = 1.0 if mode == "max" else -1.0
     best_arch = max(lookup.values, key=lambda a: sign * lookup.values[a][metric_column])
     out: dict[str, Any] = {
-        "table": str(table_csv), "space": space.family, "n_archs": len(lookup), "arch_column": arch_column,
+        "table": str(table), "space": space.family, "n_archs": len(lookup), "space_size": space.size(),
+        "missing_from_table": space.size() - len(lookup), "arch_column": arch_column,
         "metric": metric_column, "report": report_column or metric_column, "mode": mode,
         "optimum": lookup.values[best_arch][report_column or metric_column], "optimum_arch": str(best_arch),
         "budget": budget, "seeds": int(seeds), "engine": engine, "strategies": {},
@@ -189,7 +296,8 @@ def run_searcher_benchmark(table_csv: str | Path, space: str | Space = "nb201", 
             curve = best_so_far(results, metric_column, mode, budget, report_column)
             curves.append(curve)
             finals.append(float(curve[-1]))
-            counters.append({"evaluations": len(results), "reused": strategy.reused, "rejected": strategy.rejected})
+            counters.append({"evaluations": len(results), "reused": strategy.reused, "rejected": strategy.rejected,
+                             "missing": [str(a) for a in strategy.infeasible if a not in lookup.values]})
             if progress:
                 progress(name, seed, seconds[-1])
         curves = np.array(curves)
@@ -207,6 +315,8 @@ def run_searcher_benchmark(table_csv: str | Path, space: str | Space = "nb201", 
             "seconds_per_run": float(np.mean(seconds)),
             "mean_reused": float(np.mean([c["reused"] for c in counters])),
             "min_evaluations": min(c["evaluations"] for c in counters),
+            "missing_proposed": sum(len(c["missing"]) for c in counters),
+            "missing_examples": list(dict.fromkeys(a for c in counters for a in c["missing"]))[:MISSING_EXAMPLES],
             "params": dict(strategy_params.get(name, {})),
         }
     return out

@@ -1,5 +1,5 @@
-"""``frugalnas bench-searchers``: compare search strategies on a tabular benchmark (a CSV of
-architectures and their accuracies). Attach with ``cli.add_command(bench_searchers_command)``."""
+"""``frugalnas bench-searchers``: compare search strategies on a tabular benchmark (a CSV, Parquet or
+JSON table of architectures and their accuracies). Attach with ``cli.add_command(bench_searchers_command)``."""
 from __future__ import annotations
 
 import json
@@ -20,10 +20,14 @@ def _int_list(text: str) -> list[int]:
 
 
 @click.command("bench-searchers")
-@click.option("--table", "table_csv", required=True, type=click.Path(dir_okay=False),
-              help="CSV with one row per architecture (e.g. a NAS-Bench-201 export).")
-@click.option("--space", default="nb201", show_default=True, help="Search space the architecture strings belong to.")
-@click.option("--arch-column", default="arch", show_default=True, help="Column with the canonical architecture string.")
+@click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False),
+              help="Table with one row per architecture: .csv, .parquet or .json (a list of records, or an object "
+                   "keyed by architecture string whose values hold the metrics).")
+@click.option("--space", default="nb201", show_default=True,
+              help="Search space the architecture strings belong to: a built-in name or a space YAML file "
+                   "(e.g. a categorical space).")
+@click.option("--arch-column", default="arch", show_default=True,
+              help="Column with the canonical architecture string (not used by a JSON object keyed by it).")
 @click.option("--metric-column", default="accuracy", show_default=True, help="Column the strategies optimise.")
 @click.option("--report-column", default=None,
               help="Column to report for the best architecture by the metric (e.g. test accuracy when searching "
@@ -40,7 +44,7 @@ def _int_list(text: str) -> list[int]:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the curves to this PNG file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on the last line.")
 @user_errors
-def bench_searchers_command(table_csv, space, arch_column, metric_column, report_column, mode, strategies, budget,
+def bench_searchers_command(table_path, space, arch_column, metric_column, report_column, mode, strategies, budget,
                             seeds, report_at, engine, out, plot, as_json):
     """Compare search strategies on a tabular benchmark: mean +- std over seeds of the best value
     found after each number of evaluations, and the wall time of each strategy."""
@@ -55,7 +59,7 @@ def bench_searchers_command(table_csv, space, arch_column, metric_column, report
         if seed + 1 == seeds:
             click.echo(f"  {name}: {seeds} searches done", err=True)
 
-    result = run_searcher_benchmark(table_csv, space, arch_column=arch_column, metric_column=metric_column,
+    result = run_searcher_benchmark(table_path, space, arch_column=arch_column, metric_column=metric_column,
                                     strategies=names, budget=budget, seeds=seeds, engine=engine,
                                     budgets_report=_int_list(report_at), mode=mode, report_column=report_column,
                                     progress=progress)
@@ -64,11 +68,18 @@ def bench_searchers_command(table_csv, space, arch_column, metric_column, report
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     if plot:
         plot_curves(result, plot)
+    if result["missing_from_table"]:
+        click.echo(f"note: the table lacks {result['missing_from_table']:,} of the space's {result['space_size']:,} "
+                   "architectures; a strategy that proposes one spends the evaluation on nothing", err=True)
+    for name, entry in result["strategies"].items():
+        if entry["missing_proposed"]:
+            click.echo(f"note: {name} proposed {entry['missing_proposed']} architecture(s) missing from the table "
+                       f"over {seeds} searches, e.g. {', '.join(entry['missing_examples'][:3])}", err=True)
     if as_json:
         emit_json(result)
         return
     budgets = result["strategies"][names[0]]["budgets"]
-    click.echo(f"{result['n_archs']} architectures in {table_csv}; optimum {result['optimum']:.4f}; "
+    click.echo(f"{result['n_archs']} architectures in {table_path}; optimum {result['optimum']:.4f}; "
                f"{seeds} seeds, mean +- std of the best {result['report']} after N evaluations")
     click.echo(f"{'strategy':14s}" + "".join(f"{'N=' + str(b):>17s}" for b in budgets) + f"{'seconds':>9s}")
     for name, entry in result["strategies"].items():

@@ -2,7 +2,8 @@
 (NSGAIISampler), driven through Optuna's ask/tell interface.
 
 Each proposal is one ``study.ask()`` with ``trial.suggest_categorical`` per decision of
-``space.choices()`` (over option indices, so any space works); results go back with
+``space.choices()`` (over option indices, so any space works; a conditional decision only when it
+is active, Optuna's define-by-run); results go back with
 ``study.tell``. Both use every objective (``directions``), so with two or more objectives they
 search the Pareto front (TPE as MOTPE). A proposal that violates the constraints is told as a
 failed trial (both samplers ignore failed trials); a proposal that was already evaluated is told
@@ -55,8 +56,11 @@ class OptunaStrategy(Strategy):
 
     def _ask_trial(self):
         trial = self.study.ask()
-        choices = [int(trial.suggest_categorical(name, list(range(len(options)))))
-                   for name, options in self._decisions]
+        choices: list[int] = []
+        for d, (name, options) in enumerate(self._decisions):
+            # define-by-run: a decision that does not exist for the earlier choices is not suggested
+            active = self.space.decision_active(d, choices)
+            choices.append(int(trial.suggest_categorical(name, list(range(len(options))))) if active else -1)
         return trial, choices
 
     def _tell_study(self, number: int, values: list[float] | None) -> None:

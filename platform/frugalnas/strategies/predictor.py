@@ -26,6 +26,7 @@ from frugalnas.spaces.base import Arch
 from frugalnas.strategies.base import STRATEGIES, Strategy, check_float, check_int
 
 ACQUISITIONS = ("its", "ucb")
+TARGETS = ("rank", "standardize")
 
 
 class MLPEnsemble:
@@ -72,8 +73,12 @@ class PredictorSearch(Strategy):
 
     def __init__(self, space, *, n_initial: int = 10, members: int = 5, hidden: int = 32, train_steps: int = 100,
                  lr: float = 0.01, weight_decay: float = 0.0, refit_growth: float = 0.1, acquisition: str = "its",
-                 ucb_beta: float = 1.0, top_k: int = 10, n_mutations: int = 100, n_random: int = 10, **common):
+                 ucb_beta: float = 1.0, top_k: int = 10, n_mutations: int = 100, n_random: int = 10,
+                 target: str = "standardize", **common):
         super().__init__(space, **common)
+        if target not in TARGETS:
+            raise ValueError(f"target {target!r} is unknown; allowed: {', '.join(TARGETS)}")
+        self.target = target
         self.n_initial = check_int("n_initial", n_initial, minimum=2)
         self.members = check_int("members", members, minimum=2)
         self.hidden = check_int("hidden", hidden, minimum=1)
@@ -97,7 +102,7 @@ class PredictorSearch(Strategy):
 
     def params(self) -> dict:
         names = ("n_initial", "members", "hidden", "train_steps", "lr", "weight_decay", "refit_growth", "acquisition",
-                 "ucb_beta", "top_k", "n_mutations", "n_random")
+                 "ucb_beta", "top_k", "n_mutations", "n_random", "target")
         return {**super().params(), **{n: getattr(self, n) for n in names}}
 
     # ------------------------------------------------------------ model
@@ -115,6 +120,10 @@ class PredictorSearch(Strategy):
         told = dict(self.history[:size])  # an architecture told twice counts with its latest result
         x = torch.from_numpy(np.stack([self.space.encode(a) for a in told]).astype(np.float32))
         scores = np.array([self.score(r) for r in told.values()], dtype=np.float64)
+        if self.target == "rank":  # normal scores of the ranks: a few very poor results cannot dominate the fit
+            from scipy.stats import norm, rankdata
+
+            scores = norm.ppf((rankdata(scores) - 0.5) / len(scores))
         mean, std = float(scores.mean()), float(scores.std()) or 1.0
         y = torch.from_numpy(((scores - mean) / std).astype(np.float32))
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + size)

@@ -18,10 +18,15 @@ twice on one architecture.
 """
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from frugalnas.spaces.base import Arch
 from frugalnas.strategies.base import STRATEGIES, Strategy, check_float
+
+REWARD_SHAPINGS = ("rank", "standardize")
+UNIFORM_STD = float(np.sqrt(1 / 12))  # standard deviation of a rank spread uniformly over (0, 1)
 
 
 @STRATEGIES.register("rl")
@@ -32,8 +37,12 @@ class Reinforce(Strategy):
     may_repeat = True
 
     def __init__(self, space, *, lr: float = 0.1, baseline_momentum: float = 0.9, entropy_weight: float = 0.1,
-                 **common):
+                 reward_shaping: str = "standardize", **common):
         super().__init__(space, **common)
+        if reward_shaping not in REWARD_SHAPINGS:
+            raise ValueError(f"reward_shaping {reward_shaping!r} is unknown; allowed: {', '.join(REWARD_SHAPINGS)}")
+        self.reward_shaping = reward_shaping
+        self._rewards: list[float] = []  # every reward learnt from, sorted (rank shaping)
         self.lr = check_float("lr", lr, 0.0, 10.0, low_open=True)
         self.baseline_momentum = check_float("baseline_momentum", baseline_momentum, 0.0, 1.0)
         self.entropy_weight = check_float("entropy_weight", entropy_weight, 0.0)
@@ -46,7 +55,7 @@ class Reinforce(Strategy):
 
     def params(self) -> dict:
         return {**super().params(), "lr": self.lr, "baseline_momentum": self.baseline_momentum,
-                "entropy_weight": self.entropy_weight}
+                "entropy_weight": self.entropy_weight, "reward_shaping": self.reward_shaping}
 
     def _slices(self):
         return [slice(int(a), int(b)) for a, b in zip(self._offsets[:-1], self._offsets[1:])]
@@ -66,15 +75,29 @@ class Reinforce(Strategy):
                    for p in self.probabilities()]
         return self.space.from_choices(choices)
 
-    def _learn(self, arch: Arch, result: dict) -> None:
+    def _shaped(self, reward: float, new: bool) -> float:
+        """The reward as the policy sees it: its mid-rank among the rewards of the architectures
+        evaluated so far, in (0, 1), over the standard deviation of a uniform rank (so it is on the
+        scale of a standardised reward). A known architecture sampled again is ranked, not added."""
+        if new:
+            bisect.insort(self._rewards, reward)
+        low, high = bisect.bisect_left(self._rewards, reward), bisect.bisect_right(self._rewards, reward)
+        return (low + high) / 2 / len(self._rewards) / UNIFORM_STD
+
+    def _reused(self, arch: Arch, result: dict) -> None:
+        self._learn(arch, result, new=False)
+
+    def _learn(self, arch: Arch, result: dict, new: bool = True) -> None:
         reward = self.score(result)
+        if self.reward_shaping == "rank":
+            reward = self._shaped(reward, new)
         count, mean, m2 = self._stats
         count += 1
         delta = reward - mean
         mean += delta / count
         m2 += delta * (reward - mean)
         self._stats = [count, mean, m2]
-        scale = np.sqrt(m2 / count)
+        scale = 1.0 if self.reward_shaping == "rank" else np.sqrt(m2 / count)
         if self.baseline is None:
             self.baseline = reward
         advantage = (reward - self.baseline) / scale if scale > 0 else 0.0
@@ -84,7 +107,10 @@ class Reinforce(Strategy):
         grad = np.empty_like(self.logits)
         for part, p, choice in zip(self._slices(), self.probabilities(), self.space.to_choices(arch)):
             one_hot = np.zeros_like(p)
-            one_hot[choice] = 1.0
+            if choice < 0:  # an inactive decision took no part in the architecture: no credit to assign
+                one_hot[:] = p
+            else:
+                one_hot[choice] = 1.0
             log_p = np.log(np.maximum(p, 1e-300))
             entropy = -(p * log_p).sum()
             grad[part] = advantage * (one_hot - p) - self.entropy_weight * p * (log_p + entropy)
@@ -100,7 +126,8 @@ class Reinforce(Strategy):
 
     def _strategy_state(self) -> dict:
         return {"logits": self.logits.tolist(), "adam_m": self._adam_m.tolist(), "adam_v": self._adam_v.tolist(),
-                "adam_t": self._adam_t, "baseline": self.baseline, "reward_stats": list(self._stats)}
+                "adam_t": self._adam_t, "baseline": self.baseline, "reward_stats": list(self._stats),
+                "rewards": list(self._rewards)}
 
     def _load_strategy_state(self, state: dict) -> None:
         self.logits = np.asarray(state["logits"], dtype=np.float64)
@@ -109,3 +136,4 @@ class Reinforce(Strategy):
         self._adam_t = int(state["adam_t"])
         self.baseline = state["baseline"]
         self._stats = [int(state["reward_stats"][0]), float(state["reward_stats"][1]), float(state["reward_stats"][2])]
+        self._rewards = [float(r) for r in state.get("rewards", [])]

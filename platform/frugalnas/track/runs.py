@@ -203,7 +203,7 @@ def tracking_uri_set_to(uri: str):
 def arch_params(space, arch) -> dict[str, str]:
     """The architecture's decisions as params (``arch.<decision>``): what the compare view lines up."""
     return {f"arch.{param_name(name)}": str(options[i])
-            for (name, options), i in zip(space.choices(), space.to_choices(arch))}
+            for (name, options), i in zip(space.choices(), space.to_choices(arch)) if i >= 0}  # -1: inactive
 
 
 def param_name(text: str) -> str:
