@@ -165,6 +165,7 @@ MISSPELLINGS = [
     ("raycluster.yaml", "mountPath"),                 # deep inside the pod template
     ("rayjob-quickstart.yaml", "shutdownAfterJobFinishes"),
     ("rayjob-quickstart.yaml", "rayStartParams"),
+    ("raycluster.yaml", "authOptions"),
     ("mlflow.yaml", "readinessProbe"),
     ("storage.yaml", "accessModes"),
     ("namespace.yaml", "labels"),
@@ -188,6 +189,36 @@ def test_crd_schema_is_only_strict_because_we_make_it_so():
     doc["spec"]["enableInTreeAutoscalin"] = doc["spec"].pop("enableInTreeAutoscaling")
     assert schema_errors(doc, strict_crds=False) == []
     assert any("enableInTreeAutoscalin" in e for e in schema_errors(doc, strict_crds=True))
+
+
+def test_every_ray_cluster_requires_a_token():
+    """Token authentication on through KubeRay's authOptions (it creates the Secret and injects
+    RAY_AUTH_MODE / RAY_AUTH_TOKEN), on the standing cluster and on each RayJob's own cluster, and no
+    container overrides what KubeRay injects (an env var of the same name would win)."""
+    for label, spec in ray_cluster_specs():
+        assert spec.get("authOptions") == {"mode": "token"}, f"{label}: authOptions is {spec.get('authOptions')}"
+        major, minor = (int(part) for part in spec["rayVersion"].split(".")[:2])
+        assert (major, minor) >= (2, 52), f"{label}: Ray {spec['rayVersion']} has no token authentication"
+    for label, pod in ray_pod_specs():
+        for container in pod["containers"]:
+            names = {e["name"] for e in container.get("env", [])}
+            assert not names & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}, \
+                f"{label} container {container['name']} sets Ray's auth variables itself"
+    doc = copy.deepcopy(one("RayCluster"))
+    doc["spec"]["authOptions"]["mode"] = "tokens"
+    assert any("authOptions.mode" in e and "tokens" in e for e in schema_errors(doc))
+    doc["spec"]["authOptions"] = {"mod": "token"}
+    assert any("mod" in e for e in schema_errors(doc))
+
+
+def test_readme_says_how_to_reach_the_dashboard_with_the_token():
+    readme = (REPO / "README.md").read_text()
+    cluster = one("RayCluster")["metadata"]["name"]
+    namespace = kustomization()["namespace"]
+    assert (f"kubectl -n {namespace} get secret {cluster} -o jsonpath='{{.data.auth_token}}' | base64 -d"
+            in readme), "README does not show how to read the token KubeRay creates"
+    assert f"kubectl -n {namespace} port-forward svc/{cluster}-head-svc 8265" in readme
+    assert "RAY_AUTH_MODE=token" in readme
 
 
 def test_wrong_type_fails_validation():
