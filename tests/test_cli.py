@@ -35,7 +35,7 @@ def test_bad_records_are_summarised_on_stderr_and_strict_exits_2(tmp_path):
 def test_unknown_source_codec_and_missing_path_exit_2(tmp_path):
     for args, fragment in (
         (["ingest", "imagenet", "--out", str(tmp_path / "x")], "allowed: cifar, digits, folder, mnist, shapes, voc, yolo"),
-        (["ingest", "digits", "--codec", "bmp", "--out", str(tmp_path / "x")], "allowed: jpeg, png, raw, webp"),
+        (["ingest", "digits", "--codec", "bmp", "--out", str(tmp_path / "x")], "allowed: avif, h264, h265, jpeg, png, raw, webp"),
         (["ingest", f"mnist:{tmp_path / 'none'}", "--out", str(tmp_path / "x")], "mnist path not found"),
         (["info", str(tmp_path / "none")], "does not exist"),
     ):

@@ -32,7 +32,8 @@ def test_defaults_fill_in_and_design_example_validates(tmp_path):
     ({"name": "x", "selection": {"polcy": "dds"}}, ["selection.polcy", "unknown key", "allowed keys: policy"]),
     ({"name": "x", "search": {"budget": "many"}}, ["search.budget", "'many'"]),
     ({"name": "x", "selection": {"mastery": 1.5}}, ["selection.mastery", "less than or equal to 1", "1.5"]),
-    ({"name": "x", "dataset": {"codec": "gif"}}, ["dataset.codec", "'jpeg', 'webp', 'png' or 'raw'", "'gif'"]),
+    ({"name": "x", "dataset": {"codec": "gif"}}, ["dataset.codec", "allowed: avif, h264, h265, jpeg, png, raw, webp", "'gif'"]),
+    ({"name": "x", "dataset": {"codec": "h264", "quality": 60}}, ["dataset", "quality 60 is out of range", "CRF 0..51"]),
     ({"name": "x", "bogus": 1}, ["bogus", "unknown key", "allowed keys: name, seed, dataset"]),
     ({"selection": {}}, ["missing key 'name'"]),
 ])

@@ -233,12 +233,14 @@ def test_background_images_survive_carving_and_classification_cards_have_none(tm
 def test_unknown_source_codec_missing_path_and_bad_quality(tmp_path):
     with pytest.raises(Exception, match="allowed: cifar, digits, folder, mnist, shapes, voc, yolo"):
         ingest("imagenet", tmp_path / "x")
-    with pytest.raises(Exception, match="allowed: jpeg, png, raw, webp"):
+    with pytest.raises(Exception, match="allowed: avif, h264, h265, jpeg, png, raw, webp"):
         ingest("digits", tmp_path / "x", codec="gif")
     with pytest.raises(DataError, match="not found"):
         ingest(f"folder:{tmp_path / 'missing'}", tmp_path / "x")
-    with pytest.raises(DataError, match="allowed 1..100"):
+    with pytest.raises(DataError, match="allowed quality 1..100"):
         ingest("digits", tmp_path / "x", quality=0)
+    with pytest.raises(DataError, match="quality 52 is out of range for codec 'h264': allowed CRF 0..51"):
+        ingest("digits", tmp_path / "x", codec="h264", quality=52)
     with pytest.raises(DataError, match="no bounding boxes"):
         ingest("digits", tmp_path / "x", task="detection")
 

@@ -12,15 +12,19 @@ from frugalnas.cli_support import emit_json, user_errors
 
 def _print_card(card: dict) -> None:
     click.echo(f"dataset {card['name']} ({card['task']}, {len(card['classes'])} classes, {card['channels']} channel(s))")
-    click.echo(f"  stored as {card['codec']}" + (f" q{card['quality']}" if card["quality"] else "")
+    scale = {"CRF": " CRF "}.get(card.get("quality_scale"), " q")
+    click.echo(f"  stored as {card['codec']}" + (f"{scale}{card['quality']}" if card["quality"] is not None else "")
                + f" at {card['image_size'] or 'native'} px: {card['stored_bytes']:,} bytes "
                f"({card['bytes_per_image']} per image), mean PSNR {card['mean_psnr']} dB")
     for split, count in card["splits"].items():
         counts = card["class_counts"][split]
         what = "objects" if card["task"] == "detection" else "images"
         background = (card.get("background_images") or {}).get(split)
+        stats = card.get("split_stats", {}).get(split)
+        cost = (f"; {stats['payload_bpp']:.2f} payload bits/pixel ({stats['stored_bpp']:.2f} stored), "
+                f"PSNR {stats['mean_psnr']:.1f} dB, SSIM {stats['mean_ssim']:.3f}") if stats else ""
         click.echo(f"  {split:5s} {count:7d} images; {what} per class {min(counts.values())}..{max(counts.values())}"
-                   + (f"; {background} background (no objects)" if background else ""))
+                   + (f"; {background} background (no objects)" if background else "") + cost)
     click.echo(f"  skipped {len(card['skipped'])} record(s)")
 
 
@@ -52,8 +56,12 @@ def cli():
 @cli.command()
 @click.argument("source")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset to.")
-@click.option("--codec", default="jpeg", show_default=True, help="Image codec: jpeg, webp, png or raw.")
-@click.option("--quality", type=int, default=None, help="Lossy codec quality 1..100 [default: 75]; ignored by png/raw.")
+@click.option("--codec", default="jpeg", show_default=True,
+              help="Image codec: jpeg, webp, avif (Pillow), h264, h265 (x264/x265 via PyAV, one intra frame per "
+                   "image), png or raw (lossless).")
+@click.option("--quality", type=int, default=None,
+              help="On the codec's own scale: quality 1..100 for jpeg, 0..100 for webp/avif (higher is better, "
+                   "default 75); CRF 0..51 for h264/h265 (lower is better, default 23 / 28); ignored by png/raw.")
 @click.option("--image-size", type=int, default=None, help="Resize every image to N x N pixels [default: keep].")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True,
               help="Fraction of train carved out as val when the source has no val split.")
@@ -65,12 +73,15 @@ def cli():
               help="voc: fix the class list and its order (default: the sorted names in the annotations); "
                    "an object of another class is then a bad record.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated data and split carving.")
+@click.option("--pool-splits", is_flag=True,
+              help="Ignore the source's splits: pool every image, then carve val and test from the pool "
+                   "(for a source that ships one split only, e.g. an MNIST test set).")
 @click.option("--strict", is_flag=True, help="Fail (exit 2) on the first bad record instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the dataset card as JSON on the last line.")
 @user_errors
-def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction, task, classes, seed, strict, overwrite,
-           as_json):
+def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction, task, classes, seed, pool_splits,
+           strict, overwrite, as_json):
     """Ingest SOURCE into a compressed Parquet dataset folder.
 
     \b
@@ -95,7 +106,8 @@ def ingest(source, out, codec, quality, image_size, val_fraction, test_fraction,
 
     card = run_ingest(source, out, codec=codec, quality=quality, image_size=image_size, val_fraction=val_fraction,
                       test_fraction=test_fraction, task=task, seed=seed, strict=strict, overwrite=overwrite,
-                      classes=[c.strip() for c in classes.split(",")] if classes else None, progress=progress)
+                      classes=[c.strip() for c in classes.split(",")] if classes else None, pool_splits=pool_splits,
+                      progress=progress)
     _summarise_skipped(card)
     if as_json:
         emit_json(card)
@@ -420,9 +432,12 @@ def ui(out, host, port):
 
 def _attach_commands() -> None:
     """Commands defined next to their feature (they import helpers from this module)."""
+    from frugalnas.compression.cli import compression_command, recode_command
     from frugalnas.strategies.cli_bench import bench_searchers_command
 
     cli.add_command(bench_searchers_command)
+    cli.add_command(recode_command)
+    cli.add_command(compression_command)
 
 
 _attach_commands()

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from frugalnas.errors import ConfigError
 from frugalnas.validation import describe
 
-Codec = Literal["jpeg", "webp", "png", "raw"]
 Policy = Literal["full", "stream", "random", "entropy", "dynamic-random", "dds"]
 
 
@@ -29,10 +28,44 @@ class DatasetConfig(Section):
     task: Optional[Literal["classification", "detection"]] = None
     classes: Optional[list[str]] = Field(None, description="voc: fix the class list and order; default: from the data")
     image_size: Optional[int] = Field(None, ge=4, le=4096)
-    codec: Codec = "jpeg"
-    quality: Optional[int] = Field(None, ge=1, le=100)
+    codec: str = Field("jpeg", description="jpeg | webp | avif | h264 | h265 | png | raw")
+    quality: Optional[int] = Field(None, description="on the codec's own scale: quality 0..100, or CRF 0..51 for "
+                                   "h264/h265; default: the codec's")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
+    pool_splits: bool = Field(False, description="ignore the source's splits and carve val and test from all images")
+
+    @field_validator("codec")
+    @classmethod
+    def _known_codec(cls, name: str) -> str:
+        return check_codec(name)
+
+    @model_validator(mode="after")
+    def _quality_in_range(self):
+        if self.quality is not None:
+            check_quality(self.codec, self.quality)
+        return self
+
+
+def check_codec(name: str, lossy: bool = False) -> str:
+    """``name`` if it is a registered codec (a lossy one when ``lossy``); ValueError saying what is allowed."""
+    from frugalnas.data.codecs import CODECS
+
+    if name not in CODECS:
+        raise ValueError(f"unknown codec {name!r}; allowed: {', '.join(CODECS.names())}")
+    if lossy and not CODECS.get(name).lossy:
+        lossy_names = [n for n in CODECS.names() if CODECS.get(n).lossy]
+        raise ValueError(f"codec {name!r} is lossless, so it has no compression levels; allowed: {', '.join(lossy_names)}")
+    return name
+
+
+def check_quality(codec: str, quality: int) -> None:
+    """ValueError when ``quality`` is outside ``codec``'s own scale."""
+    from frugalnas.data.codecs import CODECS
+
+    cls = CODECS.get(codec)
+    if cls.lossy and not cls.quality_range[0] <= quality <= cls.quality_range[1]:
+        raise ValueError(f"quality {quality} is out of range for codec {codec!r}: {cls.describe_scale()}")
 
 
 class EmbeddingConfig(Section):
@@ -108,6 +141,52 @@ class TrackingConfig(Section):
     register_model: bool = Field(True, description="register the final model in the MLflow model registry")
 
 
+def _check_levels(levels: dict[str, list[int]], what: str, required: bool) -> dict[str, list[int]]:
+    """Every codec registered and lossy, every list non-empty, every quality on its codec's scale."""
+    if required and not levels:
+        raise ValueError(f"no {what}: give at least one codec with a list of qualities, e.g. {{jpeg: [50, 10]}}")
+    for codec, qualities in levels.items():
+        check_codec(codec, lossy=True)
+        if not qualities:
+            raise ValueError(f"codec {codec!r} has an empty list of {what}: give at least one quality or drop the codec")
+        for quality in qualities:
+            check_quality(codec, quality)
+    return levels
+
+
+class CompressionConfig(Section):
+    """``frugalnas compression``: what lossy compression of the data costs a model, what retraining on
+    compressed data recovers, and two-stage NAS on compressed data. Qualities are on each codec's own
+    scale (JPEG/WebP/AVIF quality, CRF for h264/h265)."""
+
+    model: str = Field("baseline:cnn", description="the model studied: SPACE:ARCH (baseline:cnn, nb201:|...|) or "
+                       "run:PATH (the best architecture of a finished `frugalnas run` in PATH)")
+    reference_label: Optional[str] = Field(None, description="how plots name the reference data (default: its codec)")
+    levels: dict[str, list[int]] = Field(
+        default_factory=lambda: {"jpeg": [95, 75, 50, 30, 20, 15, 10, 5],
+                                 "h264": [10, 18, 23, 28, 33, 37, 40, 43, 46, 51]},
+        description="codec -> qualities at which the reference model is tested (the degradation curve)")
+    recovery: dict[str, list[int]] = Field(
+        default_factory=lambda: {"jpeg": [10], "h264": [40]},
+        description="codec -> qualities at which models are retrained on compressed data ({} skips recovery)")
+    two_stage: dict[str, list[int]] = Field(
+        default_factory=dict, description="codec -> qualities for two-stage NAS: search and retrain on reference or "
+        "compressed data, a 2x2 per level ({} skips it)")
+    repeats: int = Field(1, ge=1, le=100, description="models trained per configuration, seeds seed, seed+1, ...")
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples for the intervals")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="coverage of the intervals")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value):
+        return _check_levels(value, "levels", required=True)
+
+    @field_validator("recovery", "two_stage")
+    @classmethod
+    def _optional_levels(cls, value):
+        return _check_levels(value, "levels", required=False)
+
+
 class ExperimentConfig(Section):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -122,6 +201,7 @@ class ExperimentConfig(Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    compression: Optional[CompressionConfig] = Field(None, description="settings of `frugalnas compression`")
 
     def space_spec(self) -> tuple[str, dict]:
         """(built-in name or YAML path, settings overriding that file's)."""

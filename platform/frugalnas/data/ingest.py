@@ -3,6 +3,9 @@ shards per split plus the dataset card (``dataset.json``).
 
 Nothing is dropped silently: every bad record is listed in the card's ``skipped`` with its file (or
 index) and reason, or with ``strict=True`` the first one raises.
+
+The card also says what the codec cost, per split: stored and payload (headers excluded) bits per
+pixel, and PSNR and SSIM of the stored images against the source pixels.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from frugalnas import __version__
-from frugalnas.data.codecs import make_codec, psnr
+from frugalnas.data.codecs import codec_versions, make_codec, psnr, ssim
 from frugalnas.data.schema import CARD_FILE, ROWS_PER_FILE, SCHEMA, SPLIT_ORDER
 from frugalnas.data.sources import Record, make_source
 from frugalnas.errors import DataError
@@ -30,7 +33,9 @@ TASKS = ("classification", "detection")
 
 
 @dataclass
-class _Row:
+class Row:
+    """One stored image and what storing it cost."""
+
     id: int
     split: str
     image: bytes
@@ -41,6 +46,8 @@ class _Row:
     source: str
     psnr: float
     source_bytes: int
+    payload_bytes: int = 0
+    ssim: float = 1.0
 
 
 def _check_record(record: Record, num_classes: int, task: str) -> str | None:
@@ -75,7 +82,7 @@ def _resize(pixels: np.ndarray, size: int | None) -> np.ndarray:
     return resized[:, :, None] if channels == 1 else resized
 
 
-def _carve(rows: list[_Row], from_split: str, to_split: str, fraction: float, rng: np.random.Generator) -> None:
+def _carve(rows: list[Row], from_split: str, to_split: str, fraction: float, rng: np.random.Generator) -> None:
     """Move a class-stratified, seeded ``round(fraction * n)`` of ``from_split`` into ``to_split``.
 
     Each class gives its proportional share; the rounding remainder goes to the classes with the
@@ -97,7 +104,7 @@ def _carve(rows: list[_Row], from_split: str, to_split: str, fraction: float, rn
             members[position].split = to_split
 
 
-def _write_split(directory: Path, rows: list[_Row]) -> None:
+def _write_split(directory: Path, rows: list[Row]) -> None:
     directory.mkdir(parents=True)
     for part, start in enumerate(range(0, len(rows), ROWS_PER_FILE)):
         chunk = rows[start : start + ROWS_PER_FILE]
@@ -128,13 +135,16 @@ def ingest(
     classes: list[str] | None = None,
     strict: bool = False,
     overwrite: bool = False,
+    pool_splits: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Ingest ``spec`` (e.g. ``"digits"``, ``"cifar:/data/cifar-10-batches-py"``) into ``out``; returns the card.
 
     Splits the source lacks are carved from its train split, stratified by class and seeded:
     ``test`` with ``test_fraction`` and ``val`` with ``val_fraction``. ``classes`` fixes the class
-    list (and order) of sources that take one (``voc``).
+    list (and order) of sources that take one (``voc``). With ``pool_splits`` the source's own splits
+    are ignored: every record joins train before the carving (for a source that ships one split only,
+    such as an MNIST test set).
     """
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
@@ -153,7 +163,7 @@ def ingest(
     if task == "detection" and not source.has_boxes:
         raise DataError(f"source {source.name!r} has no bounding boxes, so it cannot be ingested for detection")
 
-    rows: list[_Row] = []
+    rows: list[Row] = []
     skipped: list[dict] = []
     for image_id, record in enumerate(source.records()):
         reason = _check_record(record, len(source.classes), task)
@@ -167,11 +177,9 @@ def ingest(
                 raise DataError(f"{record.source}: {reason} (--strict stops at the first bad record)")
             skipped.append({"source": record.source, "reason": reason})
             continue
-        data = encoder.encode(source_pixels)
-        stored = encoder.decode(data, *source_pixels.shape)
-        rows.append(_Row(image_id, record.split, data, -1 if record.label is None else record.label,
-                         record.boxes if source.has_boxes else None, source_pixels.shape[0],
-                         source_pixels.shape[1], record.source, psnr(source_pixels, stored), source_pixels.nbytes))
+        rows.append(encode_row(encoder, source_pixels, id=image_id, split="train" if pool_splits else record.split,
+                               label=-1 if record.label is None else record.label,
+                               boxes=record.boxes if source.has_boxes else None, source=record.source))
         if progress and len(rows) % 5000 == 0:
             progress(len(rows))
     if not rows:
@@ -203,28 +211,68 @@ def ingest(
         # detection images without objects (kept and trained on as such, label -1); null for classification
         "background_images": ({s: sum(not r.boxes for r in by_split[s]) for s in split_names}
                               if task == "detection" else None),
-        "codec": encoder.name,
-        "quality": encoder.quality,
+        **codec_fields(encoder, source.channels, {s: by_split[s] for s in split_names}),
         "image_size": image_size,  # null when the images differ in size: re-ingest with --image-size
         "image_sizes": [list(s) for s in sizes[:20]],
-        "stored_bytes": sum(len(r.image) for r in rows),
         "source_pixel_bytes": sum(r.source_bytes for r in rows),
-        "bytes_per_image": round(sum(len(r.image) for r in rows) / len(rows), 2),
-        "mean_psnr": round(float(np.mean([r.psnr for r in rows])), 3),
         "seed": seed,
+        "pool_splits": pool_splits,
         "val_fraction": val_fraction if "val" not in splits_present else None,
         "test_fraction": test_fraction if "test" not in splits_present else None,
         "skipped": skipped,
         "ingest_seconds": None,
         "frugalnas_version": __version__,
     }
+    write_dataset(out, {s: by_split[s] for s in split_names}, card, started, "ingest_seconds")
+    return card
 
+
+def encode_row(encoder, pixels: np.ndarray, **fields) -> Row:
+    """One image encoded, with what it cost: bytes, payload bytes, PSNR and SSIM against ``pixels``."""
+    data = encoder.encode(pixels)
+    stored = encoder.decode(data, *pixels.shape)
+    return Row(image=data, height=pixels.shape[0], width=pixels.shape[1], psnr=psnr(pixels, stored),
+                source_bytes=pixels.nbytes, payload_bytes=encoder.payload_bytes(data), ssim=ssim(pixels, stored),
+                **fields)
+
+
+def codec_fields(encoder, channels: int, by_split: dict[str, list[Row]]) -> dict:
+    """The card's codec entries: codec, quality, pixel format, library versions, and per split the
+    stored and payload bits per pixel, PSNR and SSIM (against the pixels that were encoded)."""
+    rows = [row for split_rows in by_split.values() for row in split_rows]
+    return {
+        "codec": encoder.name,
+        "quality": encoder.quality,
+        "quality_scale": encoder.scale if encoder.lossy else None,
+        "pixel_format": encoder.pixel_format(channels),
+        "codec_versions": codec_versions(encoder.name),
+        "stored_bytes": sum(len(r.image) for r in rows),
+        "payload_bytes": sum(r.payload_bytes for r in rows),
+        "bytes_per_image": round(sum(len(r.image) for r in rows) / len(rows), 2),
+        "mean_psnr": round(float(np.mean([r.psnr for r in rows])), 3),
+        "mean_ssim": round(float(np.mean([r.ssim for r in rows])), 5),
+        "split_stats": {split: _split_stats(split_rows) for split, split_rows in by_split.items()},
+    }
+
+
+def _split_stats(rows: list[Row]) -> dict:
+    pixels = sum(r.height * r.width for r in rows)
+    stored, payload = sum(len(r.image) for r in rows), sum(r.payload_bytes for r in rows)
+    return {"images": len(rows), "pixels": pixels, "stored_bytes": stored, "payload_bytes": payload,
+            "stored_bpp": round(8 * stored / pixels, 4), "payload_bpp": round(8 * payload / pixels, 4),
+            "mean_psnr": round(float(np.mean([r.psnr for r in rows])), 3),
+            "mean_ssim": round(float(np.mean([r.ssim for r in rows])), 5)}
+
+
+def write_dataset(out: Path, by_split: dict[str, list[Row]], card: dict, started: float, seconds_key: str) -> None:
+    """Write the splits and the card to a staging folder beside ``out``, then rename it into place, so
+    an interrupted write leaves no half dataset."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for split in split_names:
+        for split in [s for s in SPLIT_ORDER if s in by_split]:
             _write_split(staging / split, by_split[split])
-        card["ingest_seconds"] = round(time.perf_counter() - started, 3)
+        card[seconds_key] = round(time.perf_counter() - started, 3)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -232,10 +280,9 @@ def ingest(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return card
 
 
-def _class_counts(rows: list[_Row], classes: list[str], task: str) -> dict[str, int]:
+def _class_counts(rows: list[Row], classes: list[str], task: str) -> dict[str, int]:
     """Images per class (classification) or objects per class (detection)."""
     counts = Counter()
     for row in rows:

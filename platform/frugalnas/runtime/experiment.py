@@ -28,7 +28,7 @@ from frugalnas.track import experiment as tracking
 from frugalnas.train.classify import TrainSettings, evaluate, train_with_selector
 
 Log = Callable[[str], None]
-CARD_SETTINGS = ("source", "codec", "quality", "seed", "val_fraction", "test_fraction", "task")
+CARD_SETTINGS = ("source", "codec", "quality", "seed", "val_fraction", "test_fraction", "task", "pool_splits")
 
 
 def output_dir(config: ExperimentConfig, out: str | Path | None) -> Path:
@@ -66,7 +66,8 @@ def prepare_dataset(config: ExperimentConfig, out: Path, log: Log) -> Path:
     """The ingested dataset for the config: reused when its card matches the settings."""
     settings = config.dataset
     folder = Path(settings.path).expanduser().resolve() if settings.path else out / "dataset"
-    wanted = {"source": settings.source, "codec": settings.codec, "seed": config.seed, "task": settings.task}
+    wanted = {"source": settings.source, "codec": settings.codec, "seed": config.seed, "task": settings.task,
+              "pool_splits": settings.pool_splits}
     card_path = folder / "dataset.json"
     if card_path.exists():
         card = json.loads(card_path.read_text())
@@ -75,6 +76,7 @@ def prepare_dataset(config: ExperimentConfig, out: Path, log: Log) -> Path:
         codec = make_codec(settings.codec, settings.quality)
         same = (card["source"] == settings.source and card["codec"] == settings.codec
                 and card["quality"] == codec.quality and card["seed"] == config.seed
+                and card.get("pool_splits", False) == settings.pool_splits
                 and (settings.image_size is None or card["image_size"] == settings.image_size)
                 and (settings.task is None or card["task"] == settings.task)
                 and (settings.classes is None or card["classes"] == settings.classes))
@@ -88,7 +90,7 @@ def prepare_dataset(config: ExperimentConfig, out: Path, log: Log) -> Path:
     log(f"dataset: ingesting {settings.source} ({settings.codec}) into {folder}")
     ingest(settings.source, folder, codec=settings.codec, quality=settings.quality, image_size=settings.image_size,
            val_fraction=settings.val_fraction, test_fraction=settings.test_fraction, seed=config.seed,
-           task=settings.task, classes=settings.classes, overwrite=True)
+           task=settings.task, classes=settings.classes, pool_splits=settings.pool_splits, overwrite=True)
     return folder
 
 
