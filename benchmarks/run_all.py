@@ -21,6 +21,7 @@ BENCHMARKS = [
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
     ("darts_selection.py", "darts_selection"),
+    ("compression.py", "compression"),
 ]
 
 HEADER = """# Benchmark results

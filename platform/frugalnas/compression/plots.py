@@ -87,7 +87,7 @@ def accuracy_vs_level(levels: Sequence[dict], reference: dict, title: str):
 def recovery_bars(recovery: Sequence[dict], title: str):
     """Per retrained level: the reference model on reference and on compressed test data, the
     retrained model on compressed and on reference data, with intervals; recovery written above."""
-    figure, axis = plt.subplots(figsize=(max(6, 2.6 * len(recovery)), 4.5))
+    figure, axis = plt.subplots(figsize=(max(6, 2.6 * len(recovery)), 5))
     bars = [("original_accuracy", "reference model, reference data"),
             ("compressed_accuracy", "reference model, compressed data"),
             ("retrained_accuracy", "retrained, compressed data"),
@@ -109,7 +109,7 @@ def recovery_bars(recovery: Sequence[dict], title: str):
     axis.set_ylim(max(0.0, low - 0.1), 1.12)
     axis.set_ylabel("test accuracy")
     axis.set_title(title)
-    axis.legend(fontsize=7, loc="lower left")
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
     figure.tight_layout()
     return figure
 
@@ -139,7 +139,7 @@ def example_grid(reference: tuple[str, np.ndarray], examples: dict[str, list[tup
     ``examples``: codec -> [(label, (H, W, C) uint8 image, PSNR)]."""
     columns = 1 + max((len(row) for row in examples.values()), default=0)
     rows = max(1, len(examples))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows + 0.4), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 2.0 * rows + 0.4), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
 
