@@ -65,6 +65,8 @@ def recode(dataset: str | Path, out: str | Path, *, codec: str, quality: int | N
     card.update({
         "splits": {s: len(r) for s, r in by_split.items()},
         "class_counts": {s: parent.card["class_counts"][s] for s in by_split},
+        "background_images": (None if parent.card.get("background_images") is None else
+                              {s: parent.card["background_images"][s] for s in by_split}),
         **codec_fields(encoder, parent.channels, by_split),
         "source_pixel_bytes": sum(r.source_bytes for rows in by_split.values() for r in rows),
         # PSNR, SSIM and bits per pixel above are against the pixels of this dataset:

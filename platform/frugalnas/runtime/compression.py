@@ -38,7 +38,8 @@ from frugalnas.data import open_dataset
 from frugalnas.data.codecs import psnr
 from frugalnas.data.recode import card_digest, recode
 from frugalnas.errors import ConfigError, FrugalError
-from frugalnas.runtime.experiment import Log, ensure_ray, output_dir, prepare_dataset, prepare_embedding, ray_address
+from frugalnas.runtime.experiment import (
+    Log, ensure_ray, output_dir, prepare_dataset, prepare_embedding, prepare_entropy, ray_address)
 from frugalnas.track import experiment as tracking
 
 STUDY_FILE = "compression.json"  # marks an output folder as holding a compression study
@@ -300,7 +301,9 @@ def two_stage_search(config: ExperimentConfig, data_name: str, dataset_dir: Path
     if "val" not in open_dataset(dataset_dir).card["splits"]:
         raise ConfigError(f"two-stage search scores candidates on a val split, and {dataset_dir} has none: "
                           "set dataset.val_fraction > 0")
+    config = config.model_copy(deep=True)  # prepare_entropy fills in this dataset's scores
     embedding = prepare_embedding(config, dataset_dir, log)
+    prepare_entropy(config, dataset_dir, log)
     name, overrides = config.space_spec()
     space = load_space(name, overrides or None)
     engine = engine_for(config.search.strategy)
