@@ -176,7 +176,7 @@ def dataset_section(name: str, summary: dict) -> str:
     ]
     for r in summary["levels"]:
         lines.append(f"| {r['codec']} | {Level(r['codec'], r['quality']).label} | {r['bpp']:.3f} | {r['stored_bpp']:.2f} | "
-                     f"{r['psnr']:.2f} | {r['ssim']:.3f} | {pct(r['accuracy'])} | {ci(r['accuracy_ci'])} | "
+                     f"{r['psnr']:.2f} | {r['ssim'] or float('nan'):.3f} | {pct(r['accuracy'])} | {ci(r['accuracy_ci'])} | "
                      f"{r['drop_points']:+.2f} | {points_ci(r['drop_points_ci'])} |")
     lines += ["", f"![accuracy against bits per pixel](results/compression_{name}_accuracy_vs_bpp.png)",
               f"![accuracy against each codec's scale](results/compression_{name}_accuracy_vs_level.png)", "",

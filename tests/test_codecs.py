@@ -137,6 +137,9 @@ def test_card_records_codec_versions_pixel_format_and_bits_per_pixel(tmp_path):
         assert entry["payload_bpp"] < entry["stored_bpp"] == pytest.approx(8 * entry["stored_bytes"] / entry["pixels"], abs=1e-3)
         assert 20 < entry["mean_psnr"] < 60 and 0.5 < entry["mean_ssim"] <= 1
     assert sum(s["stored_bytes"] for s in stats.values()) == card["stored_bytes"]
+    # SSIM on a fixed sample of about one image in eight
+    assert sum(s["ssim_images"] for s in stats.values()) == card["ssim_images"]
+    assert 1797 / 16 < card["ssim_images"] < 1797 / 4
     assert "libjpeg-turbo" in ingest("digits", tmp_path / "j", codec="jpeg")["codec_versions"]
 
 

@@ -22,7 +22,8 @@ def _print_card(card: dict) -> None:
         background = (card.get("background_images") or {}).get(split)
         stats = card.get("split_stats", {}).get(split)
         cost = (f"; {stats['payload_bpp']:.2f} payload bits/pixel ({stats['stored_bpp']:.2f} stored), "
-                f"PSNR {stats['mean_psnr']:.1f} dB, SSIM {stats['mean_ssim']:.3f}") if stats else ""
+                f"PSNR {stats['mean_psnr']:.1f} dB"
+                + (f", SSIM {stats['mean_ssim']:.3f}" if stats.get("mean_ssim") is not None else "")) if stats else ""
         click.echo(f"  {split:5s} {count:7d} images; {what} per class {min(counts.values())}..{max(counts.values())}"
                    + (f"; {background} background (no objects)" if background else "") + cost)
     click.echo(f"  skipped {len(card['skipped'])} record(s)")

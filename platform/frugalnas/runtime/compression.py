@@ -205,7 +205,7 @@ def recode_levels(reference_dir: Path, levels: dict[str, list[Level]], folder: P
         card = ray.get(finished[0])
         stats = card["split_stats"]["test"]
         log(f"  {level.name}: test {stats['payload_bpp']:.3f} payload bits/pixel ({stats['stored_bpp']:.2f} stored), "
-            f"PSNR {stats['mean_psnr']:.2f} dB, SSIM {stats['mean_ssim']:.3f} "
+            f"PSNR {stats['mean_psnr']:.2f} dB, SSIM {stats['mean_ssim'] or float('nan'):.3f} "
             f"[{'+'.join(card['splits'])}, {card['recode_seconds']:.1f}s]")
     return dirs
 
