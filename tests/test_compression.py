@@ -87,7 +87,7 @@ def test_levels_are_ordered_least_compressed_first():
     ("compression.levels={jpeg: [10], gif: [3]}", "unknown codec 'gif'; allowed: avif, h264, h265, jpeg, png, raw, webp"),
     ("compression.levels={h264: [40, 60]}", "quality 60 is out of range for codec 'h264': allowed CRF 0..51"),
     ("compression.levels={jpeg: [0]}", "quality 0 is out of range for codec 'jpeg': allowed quality 1..100"),
-    ("compression.levels={}", "key 'compression.levels' has value {}: Value error, no levels"),
+    ("compression.levels={}", "key 'compression.levels' has value {}: no levels"),
     ("compression.levels={jpeg: []}", "codec 'jpeg' has an empty list of levels"),
     ("compression.recovery={h264: []}", "key 'compression.recovery'"),
     ("compression.levels={png: [1]}", "codec 'png' is lossless"),
@@ -107,6 +107,16 @@ def test_model_spec_errors_name_the_culprit(tmp_path):
         resolve_model("baseline:vgg")
     with pytest.raises(ConfigError, match="holds no finished run"):
         resolve_model(f"run:{tmp_path}")
+    # run:PATH: the best architecture of a finished run, in that run's space settings
+    from frugalnas.config import parse_config
+
+    run_config = parse_config({"name": "r", "space": {"name": "nb201", "network": {"channels": 4, "stages": 2}}})
+    (tmp_path / "config.json").write_text(json.dumps(run_config.model_dump()))
+    best = "|skip_connect~0|+|none~0|nor_conv_1x1~1|+|none~0|none~1|avg_pool_3x3~2|"
+    (tmp_path / "summary.json").write_text(json.dumps({"best_arch": best}))
+    from_run = resolve_model(f"run:{tmp_path}")
+    assert from_run.arch == best and from_run.space["network"]["channels"] == 4 and str(tmp_path) in from_run.label
+    assert sum(p.numel() for p in from_run.build(10, 3).parameters()) > 0
     spec = resolve_model("nb201:|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|",
                          ("nb201", {"network": {"channels": 8, "cells_per_stage": 1, "stages": 3}}))
     assert spec.space["network"]["channels"] == 8

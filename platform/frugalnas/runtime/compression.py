@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalnas.compression import plots
 from frugalnas.compression.jobs import RESULT_FILE, TrainJob, job_status, load_predictions, resolve_model, run_job
 from frugalnas.compression.levels import Level, study_levels
 from frugalnas.compression.stats import PairedBootstrap, interval, recovery_estimate
@@ -474,6 +473,8 @@ def _two_stage_records(levels, searches, seeds, predictions, scored) -> tuple[li
 def _plots(out: Path, reference: dict, level_records, recovery_records, two_stage, levels, level_dirs, reference_dir,
            card, name: str, log: Log) -> list[Path]:
     import matplotlib.pyplot as plt
+
+    from frugalnas.compression import plots  # here, not at the top: Ray workers import this module
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
