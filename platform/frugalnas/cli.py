@@ -333,19 +333,27 @@ def run(config, overrides, out, resume, as_json):
 
 def _print_summary(summary: dict) -> None:
     trials = summary.get("trials") or []
+    metric = summary.get("metric", "accuracy")
+    label = {"accuracy": "val acc", "map50_95": "val mAP"}.get(metric, metric)
     if trials:
-        click.echo(f"leaderboard ({len(trials)} candidates, best first):")
-        click.echo(f"  {'#':>4s} {'val acc':>7s} {'params':>9s} {'images':>9s}  architecture")
+        click.echo(f"leaderboard ({len(trials)} candidates, best first{'; val mAP = mAP50-95' if metric == 'map50_95' else ''}):")
+        click.echo(f"  {'#':>4s} {label:>7s} {'params':>9s} {'images':>9s}  architecture")
         for trial in trials[:10]:
-            accuracy = "-" if trial["accuracy"] is None else f"{trial['accuracy']:.4f}"
+            score = "-" if trial.get(metric) is None else f"{trial[metric]:.4f}"
             number = "-" if trial.get("candidate") is None else str(trial["candidate"])
-            click.echo(f"  {number:>4s} {accuracy:>7s} {trial['params'] or 0:9,d} {trial['images_processed'] or 0:9,d}"
+            click.echo(f"  {number:>4s} {score:>7s} {trial['params'] or 0:9,d} {trial['images_processed'] or 0:9,d}"
                        f"  {trial['arch']}")
     click.echo(f"best architecture: {summary['best_arch']}")
     click.echo(f"search: {summary['search_images_processed']:,} images processed in {summary['search_wall_seconds']:.1f}s "
                f"({summary['strategy']}, selection {summary['selection']})")
-    click.echo(f"final: test accuracy {summary['final_test_accuracy']:.4f}, {summary['final_params']:,} parameters")
-    click.echo(f"outputs in {summary['output_dir']} (summary.json, final_model.pt)")
+    if "final_test_map50_95" in summary:
+        click.echo(f"final: test mAP50-95 {summary['final_test_map50_95']:.4f}, mAP50 {summary['final_test_map50']:.4f}, "
+                   f"{summary['final_params']:,} parameters")
+        click.echo(f"outputs in {summary['output_dir']} (summary.json, best.yaml: ultralytics model YAML, "
+                   "best.pt: ultralytics weights)")
+    else:
+        click.echo(f"final: test accuracy {summary['final_test_accuracy']:.4f}, {summary['final_params']:,} parameters")
+        click.echo(f"outputs in {summary['output_dir']} (summary.json, final_model.pt)")
     tracking = summary.get("tracking")
     if tracking:
         registered = tracking.get("registered_model_version")
@@ -434,11 +442,13 @@ def ui(out, host, port):
 def _attach_commands() -> None:
     """Commands defined next to their feature (they import helpers from this module)."""
     from frugalnas.compression.cli import compression_command, recode_command
+    from frugalnas.data.cli_export import export_command
     from frugalnas.strategies.cli_bench import bench_searchers_command
 
     cli.add_command(bench_searchers_command)
     cli.add_command(recode_command)
     cli.add_command(compression_command)
+    cli.add_command(export_command)
 
 
 _attach_commands()

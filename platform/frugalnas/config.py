@@ -121,6 +121,16 @@ class TrainConfig(Section):
     lr: float = Field(0.05, gt=0)
 
 
+class DetectionConfig(Section):
+    """How detection candidates and the final detector train (a detection data set with the yolo space)."""
+
+    image_size: int = Field(640, ge=32, le=4096, description="ultralytics' training and test image size (imgsz)")
+    hardness: Literal["thesis", "f1"] = Field("thesis", description="per-image hardness for the selectors: thesis "
+                                              "(confidence x (1 if found else 0.1), per class) or f1")
+    train_args: dict[str, Any] = Field(default_factory=dict, description="further ultralytics training arguments "
+                                       "(optimizer, lr0, mosaic, nbs, ...), for candidates and the final model")
+
+
 class ResourcesConfig(Section):
     workers: int = Field(1, ge=1, description="data-parallel Ray Train workers (gradient-based search)")
     cpus_per_trial: float = Field(1.0, gt=0)
@@ -198,6 +208,7 @@ class ExperimentConfig(Section):
         "nb201", description="a built-in space name or YAML path, or {name: ..., <settings to override>}")
     search: SearchConfig = Field(default_factory=SearchConfig)
     final: TrainConfig = Field(default_factory=TrainConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
@@ -282,11 +293,45 @@ def _check_references(config: ExperimentConfig, source: str) -> None:
     if strategy in GRADIENT_STRATEGIES and not isinstance(space, CellSpace):
         raise ConfigError(f"{source}: search.strategy {strategy!r} trains a supernet, which the {space.family!r} "
                           "space does not have; use a cell space (nb201, darts)")
+    _check_task(config, space, source)
     allowed_params = _strategy_params(strategy)
     unknown = sorted(set(config.search.params) - set(allowed_params))
     if unknown:
         raise ConfigError(f"{source}: search.params: unknown setting(s) {', '.join(unknown)} for strategy "
                           f"{strategy!r}; allowed: {', '.join(allowed_params)}")
+
+
+def _check_task(config: ExperimentConfig, space, source: str) -> None:
+    """The space must build networks for the data set's task (known from dataset.task or the source's
+    default), and detection-only settings must not meet a classification run or the reverse."""
+    from frugalnas.data.sources import SOURCES, parse_source_spec
+
+    source_name, _ = parse_source_spec(config.dataset.source)
+    task = config.dataset.task or (SOURCES.get(source_name).task if source_name in SOURCES else None)
+    if task is None:
+        return
+    if space.task != task:
+        hint = ("set dataset.task: detection (the source must have boxes: shapes, yolo:PATH)" if space.task == "detection"
+                else "use space: yolo")
+        raise ConfigError(f"{source}: space: the {space.family!r} space builds {space.task} networks, but the data set "
+                          f"is {task}: {hint}")
+    if task == "detection":
+        if "lr" in config.final.model_fields_set:
+            raise ConfigError(f"{source}: final.lr: detection trains with ultralytics' optimizer settings; set the "
+                              "learning rate as detection.train_args.lr0 (with detection.train_args.optimizer)")
+        if ("objectives" in config.search.model_fields_set
+                and "accuracy" in {o.lstrip("-") for o in config.search.objectives}):
+            raise ConfigError(f"{source}: search.objectives: detection candidates report map50_95 and map50 (and "
+                              "params, flops), not accuracy: e.g. [map50_95, -params]")
+        if config.detection.train_args:
+            from frugalnas.train.detect import check_train_args
+
+            try:
+                check_train_args(config.detection.train_args)
+            except ConfigError as error:
+                raise ConfigError(f"{source}: {error}") from None
+    elif config.detection.model_fields_set:
+        raise ConfigError(f"{source}: detection: settings for detection runs, but the data set is {task}; remove them")
 
 
 #: Strategy parameters the search engine sets itself from other keys (seed, search.objectives, ...).

@@ -21,6 +21,7 @@ from frugalnas.config import ExperimentConfig
 from frugalnas.data import ingest, open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.errors import ConfigError
+from frugalnas.registry import Registry
 from frugalnas.selection import make_selector
 from frugalnas.selection.factory import needs_entropy, needs_latents
 from frugalnas.spaces import load_space
@@ -152,6 +153,25 @@ def retrain_final(config: ExperimentConfig, space, arch, dataset_dir: Path, log:
             "final_wall_seconds": round(time.perf_counter() - started, 3), "model": model}
 
 
+def classification_final(config: ExperimentConfig, space, arch, dataset_dir: Path, out: Path, log: Log) -> dict:
+    """Retrain and test a classifier (:func:`retrain_final`), saved as ``OUT/final_model.pt``."""
+    final = retrain_final(config, space, arch, dataset_dir, log)
+    torch.save(final["model"].state_dict(), out / "final_model.pt")
+    return final
+
+
+#: How the best architecture is retrained, tested and saved, by the dataset's task: returns the
+#: ``final_*`` summary entries plus ``model`` (the trained nn.Module, for tracking).
+TASK_FINALS: Registry[Callable[..., dict]] = Registry("task")
+TASK_FINALS.register("classification")(classification_final)
+
+
+def task_final(task: str):
+    if task not in TASK_FINALS:
+        import frugalnas.runtime.detect_search  # noqa: F401  (registers "detection")
+    return TASK_FINALS.get(task)
+
+
 def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, resume: bool = False,
                    log: Log = print) -> dict:
     """Run the whole experiment; returns the summary (also written to ``OUT/summary.json``).
@@ -207,9 +227,8 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     best = space.parse(search["best_arch"])
     log(f"best architecture: {search['best_arch']}")
     log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
-    final = retrain_final(config, space, best, dataset_dir, log)
+    final = task_final(card["task"])(config, space, best, dataset_dir, out, log)
     model = final.pop("model")
-    torch.save(model.state_dict(), out / "final_model.pt")
     tracked = None
     if tracker:
         version = tracking.log_final(tracker, config, space, best, model, final)

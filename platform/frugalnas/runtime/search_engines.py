@@ -23,14 +23,16 @@ def engine_for(strategy: str) -> str:
 
 
 def trial_table(results, metric: str = "accuracy") -> list[dict]:
-    """One row per Tune trial: its architecture and last reported metrics, best first."""
+    """One row per Tune trial: its architecture and last reported metrics, best first by ``metric``
+    (detection rows also carry mAP50, precision and recall)."""
     rows = []
     for result in results:
         metrics = result.metrics or {}
         rows.append({
             "arch": result.config.get("arch"),
             "candidate": result.config.get("suggestion"),  # the number in progress lines and MLflow run names
-            "accuracy": metrics.get(metric),
+            metric: metrics.get(metric),
+            **{k: metrics.get(k) for k in EXTRA_TRIAL_METRICS.get(metric, ())},
             "params": metrics.get("params"),
             "flops": metrics.get("flops"),
             "images_processed": metrics.get("images_processed", 0),
@@ -39,7 +41,43 @@ def trial_table(results, metric: str = "accuracy") -> list[dict]:
             "seconds": metrics.get("seconds"),
             "error": None if result.error is None else str(result.error).splitlines()[0][:300],
         })
-    return sorted(rows, key=lambda r: -1 if r["accuracy"] is None else -r["accuracy"])
+    return sorted(rows, key=lambda r: -1 if r[metric] is None else -r[metric])
+
+
+#: Besides its score, what a task's trial rows show (detection: ``map50_95`` is the score).
+EXTRA_TRIAL_METRICS = {"map50_95": ("map50", "precision", "recall", "train_seconds", "hardness_seconds",
+                                    "val_seconds")}
+
+
+def classification_trials(*, config, space, dataset_dir: Path, latents_path: str | None, log) -> dict:
+    """What a classification search runs: the trainable (runtime/candidates.py), its metric, and the
+    cost metrics known before training (for objectives and constraints)."""
+    from ray import tune
+
+    from frugalnas.data.store import open_dataset
+    from frugalnas.runtime.candidates import CandidateContext, candidate_metrics, train_candidate
+
+    card = open_dataset(dataset_dir).card
+    num_classes, channels, image_size = len(card["classes"]), card["channels"], card["image_size"] or 32
+    context = CandidateContext(
+        dataset_dir=str(dataset_dir), space=space.config.model_dump(mode="json"),  # the resolved settings
+        selection=config.selection.model_dump(), latents_path=latents_path,
+        train={"epochs": config.search.epochs_per_candidate, "batch_size": config.final.batch_size,
+               "lr": config.final.lr, "seed": config.seed})
+    return {"trainable": tune.with_parameters(train_candidate, context=context), "metric": "accuracy",
+            "metrics_fn": lambda arch: candidate_metrics(space, arch, num_classes, channels, image_size),
+            "objectives": config.search.objectives}
+
+
+#: How a search's candidates train, by the dataset's task.
+TASK_TRIALS: Registry[Callable[..., dict]] = Registry("task")
+TASK_TRIALS.register("classification")(classification_trials)
+
+
+def task_trials(task: str):
+    if task not in TASK_TRIALS:
+        import frugalnas.runtime.detect_search  # noqa: F401  (registers "detection"; imports ultralytics lazily)
+    return TASK_TRIALS.get(task)
 
 
 @SEARCH_ENGINES.register("tune")
@@ -50,26 +88,17 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
     from ray import tune
 
     from frugalnas.data.store import open_dataset
-    from frugalnas.runtime.candidates import CandidateContext, candidate_metrics, train_candidate
     from frugalnas.runtime.tracking import CandidateTracking
     from frugalnas.runtime.tune_search import StrategySearcher, fit_keeping_sigint, make_tuner, restore_tuner
     from frugalnas.strategies import make_strategy
 
-    card = open_dataset(dataset_dir).card
-    num_classes, channels, image_size = len(card["classes"]), card["channels"], card["image_size"] or 32
+    task = open_dataset(dataset_dir).card["task"]
+    trials = task_trials(task)(config=config, space=space, dataset_dir=dataset_dir, latents_path=latents_path, log=log)
+    metric, trainable = trials["metric"], trials["trainable"]
     strategy = make_strategy(
-        config.search.strategy, space, seed=config.seed, objectives=config.search.objectives,
-        constraints=config.search.constraints or None,
-        metrics_fn=lambda arch: candidate_metrics(space, arch, num_classes, channels, image_size),
-        **config.search.params)
-    searcher = StrategySearcher(strategy, space, budget=config.search.budget)
-    selection = config.selection.model_dump()
-    context = CandidateContext(
-        dataset_dir=str(dataset_dir), space=space.config.model_dump(mode="json"),  # the resolved settings
-        selection=selection, latents_path=latents_path,
-        train={"epochs": config.search.epochs_per_candidate, "batch_size": config.final.batch_size,
-               "lr": config.final.lr, "seed": config.seed})
-    trainable = tune.with_parameters(train_candidate, context=context)
+        config.search.strategy, space, seed=config.seed, objectives=trials["objectives"],
+        constraints=config.search.constraints or None, metrics_fn=trials["metrics_fn"], **config.search.params)
+    searcher = StrategySearcher(strategy, space, budget=config.search.budget, metric=metric)
     storage, run_name = str(out / "tune"), "search"
     cpus = config.resources.cpus_per_trial
     import ray
@@ -95,15 +124,15 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
         raise SearchInterrupted(
             f"search stopped after {finished_trials} of {config.search.budget} candidates; its state is saved in "
             f"{experiment_path}: continue it with the same command plus --resume")
-    trials = trial_table(results)
-    finished = [t for t in trials if t["accuracy"] is not None]
+    rows = trial_table(results, metric)
+    finished = [t for t in rows if t[metric] is not None]
     if not finished:
-        errors = "; ".join(t["error"] or "no result" for t in trials[:3])
-        raise RuntimeError(f"no candidate finished training ({len(trials)} trials): {errors}")
-    front = [{"arch": str(arch), **{k: v for k, v in result.items() if k in ("accuracy", "params", "flops")}}
-             for arch, result in strategy_front(results, space, config)]
-    return {"best_arch": finished[0]["arch"], "images_processed": sum(t["images_processed"] or 0 for t in trials),
-            "wall_seconds": time.perf_counter() - started, "trials": trials, "pareto_front": front,
+        errors = "; ".join(t["error"] or "no result" for t in rows[:3])
+        raise RuntimeError(f"no candidate finished training ({len(rows)} trials): {errors}")
+    front = [{"arch": str(arch), **{k: v for k, v in result.items() if k in (metric, "params", "flops")}}
+             for arch, result in strategy_front(results, space, trials["objectives"], metric)]
+    return {"best_arch": finished[0]["arch"], "images_processed": sum(t["images_processed"] or 0 for t in rows),
+            "wall_seconds": time.perf_counter() - started, "metric": metric, "trials": rows, "pareto_front": front,
             "search_engine": "tune", "scheduler": config.search.scheduler, "max_concurrent_trials": max_concurrent}
 
 
@@ -119,15 +148,15 @@ def saved_finished_trials(experiment_path: str) -> int:
     return sum(trial.status in ("TERMINATED", "ERROR") for trial in trials)
 
 
-def strategy_front(results, space, config) -> list:
+def strategy_front(results, space, objectives, metric: str = "accuracy") -> list:
     """The Pareto front over the objectives of the trials' final metrics (single objective: empty)."""
-    if len(config.search.objectives) < 2:
+    if len(objectives) < 2:
         return []
     from frugalnas.runtime.tune_search import numeric
     from frugalnas.strategies.pareto import pareto_front
 
-    told = [(space.parse(r.config["arch"]), numeric(r.metrics)) for r in results if r.metrics and "accuracy" in r.metrics]
-    return pareto_front(told, config.search.objectives)
+    told = [(space.parse(r.config["arch"]), numeric(r.metrics)) for r in results if r.metrics and metric in r.metrics]
+    return pareto_front(told, objectives)
 
 
 @SEARCH_ENGINES.register("ray-train")

@@ -19,7 +19,9 @@ from frugalnas.track.runs import ExperimentTracker, arch_params
 
 #: What a candidate reports per epoch that is worth a metric (runtime/candidates.py).
 CANDIDATE_METRICS = ("accuracy", "train_accuracy", "train_loss", "images_processed", "subset_updates",
-                     "seconds", "epoch_seconds", "params", "flops")
+                     "seconds", "epoch_seconds", "params", "flops",
+                     # detection candidates (runtime/detect_candidates.py)
+                     "map50_95", "map50", "precision", "recall", "train_seconds", "hardness_seconds", "val_seconds")
 
 
 def _keeps_searching(hook):
@@ -83,7 +85,8 @@ def checkpoint_selector_history(trial) -> list[dict] | None:
     checkpoint = trial.checkpoint
     if checkpoint is None:
         return None
-    path = os.path.join(checkpoint.path, "candidate.pt")
-    if not os.path.exists(path):  # remote storage: the driver would have to download it
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)["selector"]["history"]
+    for name in ("candidate.pt", "selection.pt"):  # classification / detection candidates
+        path = os.path.join(checkpoint.path, name)
+        if os.path.exists(path):
+            return torch.load(path, map_location="cpu", weights_only=False)["selector"]["history"]
+    return None  # remote storage: the driver would have to download it

@@ -101,8 +101,10 @@ class TrialProgress(tune.Callback):
     their number (:func:`candidate_number`); with several trials at once they finish out of order,
     so the line also says how many have finished."""
 
-    def __init__(self, log: Callable[[str], None], budget: int):
-        self.log, self.budget, self.finished = log, budget, 0
+    LABELS = {"accuracy": "val acc", "map50_95": "val mAP50-95"}
+
+    def __init__(self, log: Callable[[str], None], budget: int, metric: str = "accuracy"):
+        self.log, self.budget, self.finished, self.metric = log, budget, 0, metric
 
     def _prefix(self, trial) -> str:
         return f"  candidate {candidate_number(trial)}/{self.budget} ({self.finished} finished)"
@@ -110,9 +112,10 @@ class TrialProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.finished += 1
         result = trial.last_result or {}
-        accuracy = result.get("accuracy")
-        shown = "-" if accuracy is None else f"{accuracy:.4f}"
-        self.log(f"{self._prefix(trial)}: val acc {shown} after {result.get('epoch', 0)} epoch(s), "
+        score = result.get(self.metric)
+        shown = "-" if score is None else f"{score:.4f}"
+        self.log(f"{self._prefix(trial)}: {self.LABELS.get(self.metric, self.metric)} {shown} "
+                 f"after {result.get('epoch', 0)} epoch(s), "
                  f"{result.get('images_processed', 0)} images, {result.get('params', 0):,} params  {trial.config.get('arch')}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -136,7 +139,7 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
             num_samples=searcher.budget, metric=searcher.metric, mode=searcher.mode,
             reuse_actors=True),  # a fresh worker process per trial costs seconds (benchmarks/RESULTS.md)
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  callbacks=([TrialProgress(log, searcher.budget)] if log else []) + list(callbacks),
+                                  callbacks=([TrialProgress(log, searcher.budget, searcher.metric)] if log else []) + list(callbacks),
                                   failure_config=tune.FailureConfig(max_failures=2)),
     )
 

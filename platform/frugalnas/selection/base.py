@@ -149,6 +149,9 @@ class Selector(ABC):
     #: Inputs the policy needs beyond ids and labels, made once per dataset by the caller:
     #: "latents" (autoencoder embeddings, for a furthest-neighbour index), "entropy" (reference-model scores).
     needs: ClassVar[tuple[str, ...]] = ()
+    #: Whether the policy learns from :meth:`observe`'s per-image results; a training loop may skip
+    #: computing them (and count processed images itself) when it does not.
+    uses_feedback: ClassVar[bool] = True
 
     def __init__(self, train_ids, train_labels, *, subset_size=None, seed=0):
         ids = np.asarray(train_ids)
@@ -205,7 +208,7 @@ class Selector(ABC):
         """Policy-specific fields of a new history record."""
         return {"n_easy": None, "mastery_threshold": None, "mastered": None}
 
-    def _after_observe(self, ids: np.ndarray, confidence: np.ndarray, correct: np.ndarray) -> None:
+    def _after_observe(self, ids: np.ndarray, confidence: np.ndarray, correct: np.ndarray, hardness=None) -> None:
         """React to a batch of results (the base already updated accuracy in history[-1])."""
 
     def _subset_record(self) -> list[int] | None:
@@ -263,10 +266,14 @@ class Selector(ABC):
         self.history.append(record)
         return plan
 
-    def observe(self, ids, confidence, correct) -> None:
+    def observe(self, ids, confidence, correct, *, hardness=None) -> None:
         """Record training results of this epoch: per image, the softmax confidence of the predicted
         class and whether the prediction was right. May be called once per batch; a repeated id
-        keeps its latest result. Adds ``len(ids)`` to :attr:`images_processed`."""
+        keeps its latest result. Adds ``len(ids)`` to :attr:`images_processed`.
+
+        ``hardness`` (per image, in [0, 1]) replaces the score a policy would derive from confidence
+        and correctness, for tasks where it is not one prediction's (detection scores each image
+        from all its objects; see :mod:`frugalnas.train.detect`)."""
         if self._plan is None:
             raise RuntimeError("observe() was called before the first next_epoch()")
         ids = np.asarray(ids)
@@ -290,6 +297,10 @@ class Selector(ABC):
             if correct.size and not np.isin(correct, (0, 1)).all():
                 raise ValueError(f"correct must be booleans (or 0/1), got {preview(np.unique(correct))}")
             correct = correct.astype(bool)
+        if hardness is not None:
+            hardness = np.asarray(hardness, dtype=np.float64)
+            if hardness.shape != ids.shape or not (np.isfinite(hardness) & (hardness >= 0) & (hardness <= 1)).all():
+                raise ValueError(f"hardness must be one number in [0, 1] per id, got {preview(hardness)}")
         if not ids.size:
             return
         plan = self._plan
@@ -313,7 +324,10 @@ class Selector(ABC):
         record = self.history[-1]
         record["n_observed"] = len(self._seen)
         record["train_accuracy"] = self._n_correct / len(self._seen) if self._seen else None
-        self._after_observe(ids, confidence, correct)
+        if hardness is None:
+            self._after_observe(ids, confidence, correct)
+        else:
+            self._after_observe(ids, confidence, correct, hardness=hardness)
 
     # ------------------------------------------------------------ helpers for policies
 

@@ -273,8 +273,10 @@ class DynamicSelector(Selector):
             "noop_update": False,
         }
 
-    def _after_observe(self, ids, confidence, correct) -> None:
-        for i, h in zip(ids.tolist(), hardness_scores(confidence, correct).tolist()):
+    def _after_observe(self, ids, confidence, correct, hardness=None) -> None:
+        if hardness is None:
+            hardness = hardness_scores(confidence, correct)
+        for i, h in zip(ids.tolist(), np.asarray(hardness).tolist()):
             self._scores[i] = h
         record = self.history[-1]
         epoch_done = record["n_observed"] == len(self._plan_sorted)

@@ -14,6 +14,7 @@ class FullData(Selector):
     """
 
     name = "full"
+    uses_feedback = False
 
     def __init__(self, train_ids, train_labels, *, subset_size=None, seed=0):
         super().__init__(train_ids, train_labels, subset_size=None, seed=seed)

@@ -13,6 +13,7 @@ class RandomSubset(Selector):
     in a fresh seeded permutation."""
 
     name = "random"
+    uses_feedback = False
 
     def __init__(self, train_ids, train_labels, *, subset_size=None, seed=0):
         super().__init__(train_ids, train_labels, subset_size=subset_size, seed=seed)

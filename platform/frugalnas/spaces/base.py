@@ -45,6 +45,9 @@ class Space(ABC):
     """
 
     Config: ClassVar[type[SpaceConfig]]
+    #: What the built networks do: ``classification`` (logits) or ``detection`` (an ultralytics
+    #: detector); a search only accepts a space whose task is the data set's.
+    task: ClassVar[str] = "classification"
 
     def __init__(self, config: SpaceConfig | dict[str, Any] | None = None):
         if config is None:

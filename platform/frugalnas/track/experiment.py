@@ -95,22 +95,23 @@ def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) ->
     parent = tracker.parent_run_id
     describe_experiment(tracker, config.name)
     trials = search.get("trials") or []
+    metric = search.get("metric", "accuracy")
     tracker.set_tags(parent, {"frugalnas.best_arch": search["best_arch"]})
     tracker.log_metrics(parent, {"search_images_processed": search["images_processed"],
                                  "search_wall_seconds": search["wall_seconds"],
                                  "candidates": len(trials) or len(search.get("history") or [])})
     if trials:
-        finished = [t["accuracy"] for t in trials if t["accuracy"] is not None]
+        finished = [t[metric] for t in trials if t.get(metric) is not None]
         if finished:
-            tracker.log_metrics(parent, {"best_val_accuracy": max(finished)})
+            tracker.log_metrics(parent, {f"best_val_{metric}": max(finished)})
         log_table(tracker, parent, trials, "search/leaderboard.csv")
         ordered = sorted(trials, key=lambda t: t.get("candidate") or 0)
         title = f"{config.search.strategy} + {config.selection.policy}"
-        tracker.log_figure(parent, search_curve([t["accuracy"] for t in ordered],
-                                                [t["images_processed"] or 0 for t in ordered], title),
+        tracker.log_figure(parent, search_curve([t.get(metric) for t in ordered],
+                                                [t["images_processed"] or 0 for t in ordered], title, metric=metric),
                            "search/search_curve.png")
-        front = search.get("pareto_front") or accuracy_size_front(trials)
-        tracker.log_figure(parent, pareto_plot(trials, front, f"{title}: accuracy against parameters"),
+        front = search.get("pareto_front") or accuracy_size_front(trials, metric)
+        tracker.log_figure(parent, pareto_plot(trials, front, f"{title}: {metric} against parameters", metric=metric),
                            "search/pareto_front.png")
         tracker.log_dict(parent, list(front), "search/pareto_front.json")
     if search.get("history"):
@@ -119,18 +120,21 @@ def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) ->
         log_selector_history(tracker, parent, search["selector_history"], "supernet's selector")
 
 
-def accuracy_size_front(trials: list[dict]) -> list[dict]:
-    """Candidates no other one beats on both accuracy (higher) and parameters (fewer)."""
+def accuracy_size_front(trials: list[dict], metric: str = "accuracy") -> list[dict]:
+    """Candidates no other one beats on both the score (higher) and parameters (fewer)."""
     from frugalnas.strategies.pareto import pareto_front
 
-    rows = [t for t in trials if t.get("accuracy") is not None and t.get("params") is not None]
-    return [row for _, row in pareto_front([(t["arch"], t) for t in rows], ["accuracy", "-params"])]
+    rows = [t for t in trials if t.get(metric) is not None and t.get("params") is not None]
+    return [row for _, row in pareto_front([(t["arch"], t) for t in rows], [metric, "-params"])]
 
 
 def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Mapping[str, Any]) -> str | None:
     """The retrained model: metrics, architecture file, the model itself, its registry version."""
     parent = tracker.parent_run_id
-    tracker.log_metrics(parent, {k: v for k, v in final.items() if k.startswith("final_")})
+    tracker.log_metrics(parent, {k: v for k, v in final.items()
+                                 if k.startswith("final_") and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for path in (final.get("model_files") or {}).values():  # detection: best.yaml and best.pt, as users load them
+        tracker.log_file(parent, path, "ultralytics")
     name, overrides = config.space_spec()
     tracker.log_dict(parent, {"space": name, "space_settings": space.config.model_dump(mode="json"),
                               "arch": str(arch), "choices": arch_params(space, arch)}, "model/architecture.json")

@@ -12,8 +12,12 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def search_curve(accuracies: Sequence[float | None], images: Sequence[int], title: str):
-    """Each candidate's accuracy in evaluation order, the best so far, and the images spent."""
+#: How a score metric is labelled on an axis.
+METRIC_LABELS = {"accuracy": "validation accuracy", "map50_95": "validation mAP50-95"}
+
+
+def search_curve(accuracies: Sequence[float | None], images: Sequence[int], title: str, metric: str = "accuracy"):
+    """Each candidate's score in evaluation order, the best so far, and the images spent."""
     figure, axis = plt.subplots(figsize=(7, 4))
     x = np.arange(1, len(accuracies) + 1)
     values = np.array([np.nan if a is None else a for a in accuracies], dtype=float)
@@ -22,7 +26,7 @@ def search_curve(accuracies: Sequence[float | None], images: Sequence[int], titl
     axis.step(x, np.where(np.isinf(best), np.nan, best), where="post", color="tab:blue", label="best so far")
     axis.set_xlabel("candidates evaluated")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_ylabel("validation accuracy")
+    axis.set_ylabel(METRIC_LABELS.get(metric, metric))
     axis.set_title(title)
     spent = axis.twinx()
     spent.plot(x, np.cumsum(images), color="tab:orange", linestyle="--", label="images processed (cumulative)")
@@ -34,19 +38,20 @@ def search_curve(accuracies: Sequence[float | None], images: Sequence[int], titl
     return figure
 
 
-def pareto_plot(points: Sequence[dict], front: Sequence[dict], title: str, x_key: str = "params"):
-    """Accuracy against ``x_key`` for every candidate, the non-dominated ones joined up."""
+def pareto_plot(points: Sequence[dict], front: Sequence[dict], title: str, x_key: str = "params",
+                metric: str = "accuracy"):
+    """The score against ``x_key`` for every candidate, the non-dominated ones joined up."""
     figure, axis = plt.subplots(figsize=(7, 4))
-    shown = [p for p in points if p.get("accuracy") is not None and p.get(x_key) is not None]
-    axis.scatter([p[x_key] for p in shown], [p["accuracy"] for p in shown], s=16, alpha=0.5, label="candidates")
-    front = sorted((p for p in front if p.get(x_key) is not None), key=lambda p: p[x_key])
+    shown = [p for p in points if p.get(metric) is not None and p.get(x_key) is not None]
+    axis.scatter([p[x_key] for p in shown], [p[metric] for p in shown], s=16, alpha=0.5, label="candidates")
+    front = sorted((p for p in front if p.get(x_key) is not None and p.get(metric) is not None), key=lambda p: p[x_key])
     if front:
-        axis.plot([p[x_key] for p in front], [p["accuracy"] for p in front], "o-", color="tab:red",
+        axis.plot([p[x_key] for p in front], [p[metric] for p in front], "o-", color="tab:red",
                   label="Pareto front")
     axis.set_xscale("log" if shown and max(p[x_key] for p in shown) > 20 * max(1, min(p[x_key] for p in shown))
                     else "linear")
     axis.set_xlabel(x_key)
-    axis.set_ylabel("validation accuracy")
+    axis.set_ylabel(METRIC_LABELS.get(metric, metric))
     axis.set_title(title)
     axis.legend(fontsize=8)
     figure.tight_layout()
