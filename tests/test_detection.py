@@ -256,6 +256,7 @@ def test_selectors_take_a_given_hardness():
     assert make_selector("dds", ids, labels, subset_size=8, index=_index(ids, labels)).uses_feedback
     assert not make_selector("full", ids, labels).uses_feedback
     assert not make_selector("random", ids, labels, subset_size=8).uses_feedback
+    assert not make_selector("stream", ids, labels, subset_size=8).uses_feedback
 
 
 def _index(ids, labels):
@@ -297,5 +298,8 @@ def test_detection_config_is_checked_before_any_work():
         parse_config(_config(detection__train_args={"mosiac": 0.5}))
     with pytest.raises(ConfigError, match="unknown key"):
         parse_config(_config(detection__imgsz=128))
+    with pytest.raises(ConfigError, match="'entropy' scores images by a classifier"):
+        parse_config(_config(selection__policy="entropy"))
+    parse_config(_config(selection__policy="stream"))
     with pytest.raises(ConfigError, match="settings for detection runs"):
         parse_config({"name": "c", "detection": {"image_size": 128}})

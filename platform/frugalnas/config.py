@@ -316,6 +316,10 @@ def _check_task(config: ExperimentConfig, space, source: str) -> None:
         raise ConfigError(f"{source}: space: the {space.family!r} space builds {space.task} networks, but the data set "
                           f"is {task}: {hint}")
     if task == "detection":
+        if config.selection.policy == "entropy":
+            raise ConfigError(f"{source}: selection.policy: 'entropy' scores images by a classifier's prediction entropy, "
+                              "which detection data has no counterpart for; use full, stream, random, dynamic-random "
+                              "or dds")
         if "lr" in config.final.model_fields_set:
             raise ConfigError(f"{source}: final.lr: detection trains with ultralytics' optimizer settings; set the "
                               "learning rate as detection.train_args.lr0 (with detection.train_args.optimizer)")

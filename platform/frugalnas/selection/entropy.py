@@ -79,6 +79,7 @@ class EntropySubset(Selector):
     images each gave."""
 
     name = "entropy"
+    uses_feedback = False
     needs = ("entropy",)
 
     def __init__(self, train_ids, train_labels, *, entropy, subset_size=None, seed=0,

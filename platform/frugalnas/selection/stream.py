@@ -29,6 +29,7 @@ class StreamSelector(Selector):
     """
 
     name = "stream"
+    uses_feedback = False
 
     def __init__(self, train_ids, train_labels, *, subset_size=None, seed=0):
         super().__init__(train_ids, train_labels, subset_size=subset_size, seed=seed)
