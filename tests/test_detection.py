@@ -239,8 +239,12 @@ def test_thesis_hardness_per_box_per_class():
     assert thesis_hardness(gt_cls[:1], gt[:1], torch.tensor([0.0]), torch.tensor([0.9]), far) == (0.0, False)
     # background image: 1 - the most confident false detection
     empty = torch.zeros(0)
-    assert thesis_hardness(empty, torch.zeros(0, 4), torch.tensor([2.0]), torch.tensor([0.3]), far) == (
-        pytest.approx(0.7), True)
+    assert thesis_hardness(empty, torch.zeros(0, 4), torch.tensor([2.0]), torch.tensor([0.2]), far) == (
+        pytest.approx(0.8), True)
+    assert thesis_hardness(empty, torch.zeros(0, 4), torch.tensor([2.0]), torch.tensor([0.3]), far)[1] is False
+    # found, but below the confidence a prediction is shown at: scored, not right
+    assert thesis_hardness(gt_cls[:1], gt[:1], torch.tensor([0.0]), torch.tensor([0.2]), gt[:1]) == (
+        pytest.approx(0.2), False)
     assert thesis_hardness(empty, torch.zeros(0, 4), empty, empty, torch.zeros(0, 4)) == (1.0, True)
 
 

@@ -14,8 +14,9 @@ of the best same-class prediction that overlaps it (IoU >= 0.5), or, if there is
 confidence of the best other-class prediction there (0 when nothing overlaps): the classification
 rule "confidence x (1 if right else 0.1)" per object. Boxes are averaged within each class and the
 classes averaged, so a few large classes do not drown a rare one. An image counts as right (for the
-selector's mastery) when at least half of its boxes are found. An image without objects scores
-1 - its most confident (false) detection and is right when that is below 0.5. ``hardness="f1"``
+selector's mastery) when at least half of its boxes are found with confidence >= 0.25 (ultralytics'
+default for predictions). An image without objects scores 1 - its most confident (false) detection
+and is right when no detection reaches 0.25. ``hardness="f1"``
 uses the image's F1 at IoU 0.5 of the predictions with confidence >= 0.25 instead (right: F1 >= 0.5).
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ HARDNESS_SCORES = ("thesis", "f1")
 #: Confidence threshold of the predictions each hardness score looks at.
 HARDNESS_CONF = {"thesis": 0.05, "f1": 0.25}
 IOU_MATCH = 0.5
+#: A box counts as found (for "right", the selector's mastery) at ultralytics' default predict confidence.
+FOUND_CONF = 0.25
 #: ultralytics arguments frugalnas sets itself (the rest of its training arguments go in ``train_args``).
 RESERVED_ARGS = ("model", "data", "epochs", "imgsz", "batch", "device", "project", "name", "exist_ok", "resume",
                  "seed", "plots", "save", "val", "verbose", "mode", "task", "workers", "split", "fraction",
@@ -109,14 +112,15 @@ class DetectionEpoch:
 
 
 def thesis_hardness(gt_cls: torch.Tensor, gt_boxes: torch.Tensor, pred_cls: torch.Tensor, pred_conf: torch.Tensor,
-                    pred_boxes: torch.Tensor, iou_threshold: float = IOU_MATCH) -> tuple[float, bool]:
-    """(hardness in [0, 1], right) of one image from its boxes (xyxy, same frame); see the module doc."""
-    if len(pred_conf):
-        top = float(pred_conf.max())
-    else:
-        top = 0.0
+                    pred_boxes: torch.Tensor, iou_threshold: float = IOU_MATCH,
+                    found_conf: float = FOUND_CONF) -> tuple[float, bool]:
+    """(hardness in [0, 1], right) of one image from its boxes (xyxy, same frame); see the module doc.
+
+    Right: at least half the boxes are found by a same-class prediction of confidence >= ``found_conf``
+    (a background image: no prediction reaches it)."""
+    top = float(pred_conf.max()) if len(pred_conf) else 0.0
     if len(gt_cls) == 0:  # background image: any confident detection is a mistake
-        return 1.0 - top, top < 0.5
+        return 1.0 - top, top < found_conf
     found = torch.zeros(len(gt_cls), dtype=torch.bool)
     score = torch.zeros(len(gt_cls))
     if len(pred_conf):
@@ -126,10 +130,10 @@ def thesis_hardness(gt_cls: torch.Tensor, gt_boxes: torch.Tensor, pred_cls: torc
         same = gt_cls.view(-1, 1) == pred_cls.view(1, -1)
         conf = pred_conf.float().view(1, -1).expand(len(gt_cls), -1)
         zero = torch.zeros_like(conf)
-        found = (overlap & same).any(1)
         right_conf = torch.where(overlap & same, conf, zero).max(1).values
         wrong_conf = torch.where(overlap & ~same, conf, zero).max(1).values
-        score = torch.where(found, right_conf, WRONG_WEIGHT * wrong_conf)
+        score = torch.where((overlap & same).any(1), right_conf, WRONG_WEIGHT * wrong_conf)
+        found = right_conf >= found_conf
     per_class = [float(score[gt_cls == c].mean()) for c in torch.unique(gt_cls)]
     return float(np.mean(per_class)), bool(found.float().mean() >= 0.5)
 
