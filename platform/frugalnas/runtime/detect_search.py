@@ -62,7 +62,7 @@ def detection_trials(*, config, space, dataset_dir: Path, latents_path: str | No
         raise ConfigError(f"{dataset_dir} has no val split to score detection candidates on: set dataset.val_fraction > 0")
     settings = detection_settings(config, config.search.epochs_per_candidate)  # checks train_args
     export = export_yolo(dataset)
-    log(f"detection: {dataset.card['name']} written as a YOLO folder for ultralytics: {export.data_yaml}")
+    log(f"detection: ultralytics trains from the YOLO folder {export.root} (data.yaml with absolute paths)")
     num_classes = len(dataset.classes)
     context = DetectionContext(dataset_dir=str(dataset_dir), export_dir=str(export.root),
                                space=space.config.model_dump(mode="json"), selection=config.selection.model_dump(),
