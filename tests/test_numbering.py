@@ -4,10 +4,10 @@ from types import SimpleNamespace
 from click.testing import CliRunner
 
 
-def _trial(number, arch, accuracy):
+def _trial(number, arch, accuracy, status="TERMINATED"):
     return SimpleNamespace(config={"arch": arch, "suggestion": number}, trial_id=f"t{number}",
                            last_result={"accuracy": accuracy, "epoch": 2, "images_processed": 100, "params": 1234},
-                           error_file=None)
+                           error_file=None, status=status, run_metadata=SimpleNamespace(num_failures=0))
 
 
 def test_progress_lines_name_candidates_by_their_number_not_their_finishing_order():
@@ -16,20 +16,16 @@ def test_progress_lines_name_candidates_by_their_number_not_their_finishing_orde
     lines = []
     progress = TrialProgress(lines.append, budget=24)
     progress.on_trial_complete(0, [], _trial(21, "a", 0.5))  # finishes first, but was proposed 21st
-    progress.on_trial_error(0, [], _trial(3, "b", None))
+    progress.on_trial_error(0, [], _trial(3, "b", None, status="ERROR"))
     assert lines[0].startswith("  candidate 21/24 (1 finished): val acc 0.5000")
-    assert lines[1].startswith("  candidate 3/24 (2 finished) failed: b")
+    assert lines[1].startswith("  candidate 3/24 (2 finished) failed after 2 epoch(s)") and lines[1].endswith("  b")
 
 
 def test_summary_trials_and_leaderboard_carry_the_same_number(monkeypatch):
     from frugalnas.cli import _print_summary
     from frugalnas.runtime.search_engines import trial_table
 
-    results = [SimpleNamespace(config={"arch": "x", "suggestion": 2}, metrics={"accuracy": 0.4, "epoch": 1},
-                               error=None),
-               SimpleNamespace(config={"arch": "y", "suggestion": 1}, metrics={"accuracy": 0.9, "epoch": 1},
-                               error=None)]
-    trials = trial_table(results)
+    trials = trial_table([_trial(2, "x", 0.4), _trial(1, "y", 0.9)])
     assert [(t["candidate"], t["arch"]) for t in trials] == [(1, "y"), (2, "x")]
     summary = {"trials": trials, "best_arch": "y", "search_images_processed": 0, "search_wall_seconds": 1.0,
                "strategy": "random", "selection": "full", "final_test_accuracy": 0.9, "final_params": 10,
@@ -38,7 +34,7 @@ def test_summary_trials_and_leaderboard_carry_the_same_number(monkeypatch):
 
     out = CliRunner().invoke(click.command()(lambda: _print_summary(summary)), [])
     rows = [line.split() for line in out.output.splitlines()[2:4]]
-    assert rows == [["1", "0.9000", "0", "0", "y"], ["2", "0.4000", "0", "0", "x"]]
+    assert rows == [["1", "0.9000", "1,234", "100", "y"], ["2", "0.4000", "1,234", "100", "x"]]
 
 
 def test_mlflow_candidate_runs_are_named_by_the_same_number(tmp_path):

@@ -343,6 +343,12 @@ def _print_summary(summary: dict) -> None:
             number = "-" if trial.get("candidate") is None else str(trial["candidate"])
             click.echo(f"  {number:>4s} {score:>7s} {trial['params'] or 0:9,d} {trial['images_processed'] or 0:9,d}"
                        f"  {trial['arch']}")
+        failed = [t for t in trials if t.get("status", "finished") != "finished"]
+        if failed:
+            click.echo(f"{len(failed)} candidate(s) failed (no accuracy; the strategy was told they failed):")
+            for trial in failed:
+                click.echo(f"  {trial.get('candidate', '-'):>4} {trial['status']} after {trial['epochs']} epoch(s)"
+                           f", {trial.get('retries', 0)} retries: {trial['error']}")
     click.echo(f"best architecture: {summary['best_arch']}")
     click.echo(f"search: {summary['search_images_processed']:,} images processed in {summary['search_wall_seconds']:.1f}s "
                f"({summary['strategy']}, selection {summary['selection']})")
@@ -359,6 +365,9 @@ def _print_summary(summary: dict) -> None:
         registered = tracking.get("registered_model_version")
         model = f"; model registered as {tracking['experiment']!r} version {registered}" if registered else ""
         click.echo(f"MLflow: experiment {tracking['experiment']!r}, run {tracking['run_id']}{model}")
+        if tracking.get("not_logged"):
+            click.echo(f"MLflow could not record {len(tracking['not_logged'])} item(s) (the store failed mid-run): "
+                       "see tracking.not_logged in summary.json")
         if tracking["embedded"]:
             click.echo(f"compare the candidates in the MLflow UI:  frugalnas ui --out {summary['output_dir']}")
         else:

@@ -137,6 +137,9 @@ class ResourcesConfig(Section):
     gpus_per_trial: float = Field(0.0, ge=0)
     max_concurrent_trials: Optional[int] = Field(None, ge=1, description="default: as many as the CPUs allow; "
                                                  "1 makes a search exactly reproducible")
+    max_failures: int = Field(2, ge=-1, description="retries of a candidate (of the DARTS workers) after a failure: "
+                              "a lost node, a killed process, an error; each resumes from its last epoch's "
+                              "checkpoint; 0: none, -1: no limit")
 
 
 class OutputConfig(Section):

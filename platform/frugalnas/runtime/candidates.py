@@ -19,7 +19,7 @@ from frugalnas.data.store import open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.embed import load_latents
 from frugalnas.selection.factory import selector_from_settings
-from frugalnas.spaces import load_space
+from frugalnas.spaces import Space, load_space
 from frugalnas.train.classify import SelectorTrainer, TrainSettings
 
 
@@ -28,7 +28,7 @@ class CandidateContext:
     """Everything a trial needs besides the architecture (absolute paths: Tune trials change directory)."""
 
     dataset_dir: str
-    space: dict | str  # a space spec for load_space (name, path or settings mapping)
+    space: Space | dict | str  # the space itself, or a spec for load_space (name, path or settings mapping)
     selection: dict  # policy, subset_size, hardness, mastery, warmup_epochs, curriculum_stages, index
     train: dict  # TrainSettings fields; epochs = epochs per candidate
     latents_path: str | None = None
@@ -45,7 +45,7 @@ def candidate_metrics(space, arch, num_classes: int, channels: int, image_size: 
 def train_candidate(config: dict, context: CandidateContext) -> None:
     """The Tune function trainable: ``config = {"arch": canonical string}``."""
     torch.set_num_threads(context.torch_threads)
-    space = load_space(context.space)
+    space = context.space if isinstance(context.space, Space) else load_space(context.space)
     arch = space.parse(config["arch"])
     dataset = open_dataset(context.dataset_dir)
     train_data = ImageSplit(dataset, "train")

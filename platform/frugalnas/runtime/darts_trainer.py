@@ -199,13 +199,15 @@ def run_darts_search(dataset_dir: str | Path, space: CellSpace | str | Path | Ma
                      settings: DartsSettings | Mapping[str, Any], selection: Mapping[str, Any],
                      num_workers: int = 1, storage_path: str | Path = "runs/ray", name: str = "darts",
                      resume: bool = False, *, stop_after_epoch: int | None = None, reader: str = "parquet",
-                     cpus_per_worker: float = 0.5, use_gpu: bool | None = None) -> dict:
+                     cpus_per_worker: float = 0.5, use_gpu: bool | None = None, max_failures: int = 0) -> dict:
     """Run (or, with ``resume``, continue) a DARTS search with data selection on Ray Train.
 
     ``selection`` holds the experiment's ``selection:`` keys (policy, subset_size, hardness,
     mastery, warmup_epochs, curriculum_stages, index) and, for dds, ``latents`` (a latents file)
     or ``embedding`` (settings of the autoencoder to train or reuse). ``stop_after_epoch`` ends
     this run after that many epochs in all (a planned stop; ``resume=True`` continues it).
+    ``max_failures``: how often Ray Train restarts the worker group from the latest checkpoint after
+    a worker fails (a lost node, a killed process); -1: no limit.
 
     Returns the derived architecture (canonical string), the alphas, the per-epoch history,
     images processed (weight steps, the selector's count) and arch images processed, subset
@@ -213,7 +215,7 @@ def run_darts_search(dataset_dir: str | Path, space: CellSpace | str | Path | Ma
     """
     started = time.perf_counter()
     import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     settings = settings if isinstance(settings, DartsSettings) else DartsSettings.from_dict(settings)
@@ -256,7 +258,8 @@ def run_darts_search(dataset_dir: str | Path, space: CellSpace | str | Path | Ma
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(storage), checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        run_config=RunConfig(name=name, storage_path=str(storage), checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=max_failures)),
     )
     result = trainer.fit()
     if result.error is not None:

@@ -20,7 +20,7 @@ import torch
 from frugalnas.config import ExperimentConfig
 from frugalnas.data import ingest, open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
-from frugalnas.errors import ConfigError
+from frugalnas.errors import ConfigError, FrugalError
 from frugalnas.registry import Registry
 from frugalnas.selection import make_selector
 from frugalnas.selection.factory import needs_entropy, needs_latents
@@ -177,28 +177,55 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
     """Run the whole experiment; returns the summary (also written to ``OUT/summary.json``).
 
     With ``tracking.enabled`` (the default) the tracking store is checked first, so a server that is
-    down fails the run before any training; the run is then recorded in MLflow as it goes."""
+    down, or a store on a full or read-only disk, fails the run before any training; the run is then
+    recorded in MLflow as it goes. If the store breaks later, the experiment goes on: each record
+    that failed is reported, and listed in the summary's ``tracking.not_logged``."""
     from frugalnas.runtime.search_engines import SearchInterrupted
 
     started = time.perf_counter()
     out = output_dir(config, out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    except OSError as error:
+        raise FrugalError(f"cannot write to the output folder {out}: {error.strerror or error}; free space there "
+                          "or choose another --out") from None
     ray_address()  # a wrong RAY_ADDRESS fails here, before any work
     tracker = tracking.start_tracking(config, out, resume=resume, log=log)
     try:
         summary = _run_tracked(config, out, resume, log, tracker, started)
     except (SearchInterrupted, KeyboardInterrupt):
         if tracker:
-            tracker.finish("KILLED")
+            record(tracker, "the experiment run's end", log, tracker.finish, "KILLED")
         raise
     except BaseException as error:
         if tracker:
-            tracker.finish("FAILED", f"{type(error).__name__}: {error}")
+            record(tracker, "the experiment run's end", log, tracker.finish, "FAILED", f"{type(error).__name__}: {error}")
         raise
     if tracker:
-        tracker.finish("FINISHED")
+        record(tracker, "the experiment run's end", log, tracker.finish, "FINISHED")
+        not_logged = tracker.not_logged()
+        if not_logged != summary["tracking"]["not_logged"]:  # the last records failed: say so in the file
+            summary["tracking"]["not_logged"] = not_logged
+            write_summary(out, summary)
     return summary
+
+
+def record(tracker, what: str, log: Log, method, *args):
+    """``method(*args)``, one step of recording the experiment in MLflow. If the store broke since the
+    start (a server gone, a disk full or made read-only), the failure is reported and kept for the
+    summary (``tracking.not_logged``), and the experiment goes on: its results matter more than
+    their copy in MLflow. Returns what ``method`` returned, None when it failed."""
+    try:
+        return method(*args)
+    except Exception as error:  # MLflow, SQLAlchemy and the OS raise many kinds; all mean "not recorded"
+        entry = tracker.record_not_logged(what, error)
+        log(f"tracking: MLflow did not record {what} ({entry['error']}); the experiment goes on")
+        return None
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
 
 
 def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tracker, started: float) -> dict:
@@ -212,7 +239,8 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     embedding = prepare_embedding(config, dataset_dir, log)
     prepare_entropy(config, dataset_dir, log)
     if tracker:
-        tracking.log_dataset(tracker, dataset_dir, embedding)
+        record(tracker, "the dataset card and embedding report", log, tracking.log_dataset, tracker, dataset_dir,
+               embedding)
     name, overrides = config.space_spec()
     space = load_space(name, overrides or None)
     engine = engine_for(config.search.strategy)
@@ -223,7 +251,7 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
                                         latents_path=embedding and embedding["path"], resume=resume, log=log,
                                         tracker=tracker)
     if tracker:
-        tracking.log_search(tracker, config, search)
+        record(tracker, "the search's leaderboard and plots", log, tracking.log_search, tracker, config, search)
     best = space.parse(search["best_arch"])
     log(f"best architecture: {search['best_arch']}")
     log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
@@ -231,10 +259,12 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     model = final.pop("model")
     tracked = None
     if tracker:
-        version = tracking.log_final(tracker, config, space, best, model, final)
+        version = record(tracker, "the final model", log, tracking.log_final, tracker, config, space, best, model,
+                         final)
         tracked = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
                    "experiment": tracking.experiment_name(config), "experiment_id": tracker.experiment_id,
-                   "run_id": tracker.parent_run_id, "registered_model_version": version}
+                   "run_id": tracker.parent_run_id, "registered_model_version": version,
+                   "not_logged": tracker.not_logged()}
     summary = {
         "experiment": config.name,
         "strategy": config.search.strategy,
@@ -254,9 +284,9 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
         **{k: v for k, v in search.items()
            if k not in ("best_arch", "images_processed", "wall_seconds", "selector_history")},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    write_summary(out, summary)
     if tracker:
-        tracking.log_summary(tracker, out / "summary.json", summary)
+        record(tracker, "summary.json", log, tracking.log_summary, tracker, out / "summary.json", summary)
     return summary
 
 

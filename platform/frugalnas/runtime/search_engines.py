@@ -3,6 +3,7 @@
 ``images_processed`` and ``wall_seconds``."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,26 +23,33 @@ def engine_for(strategy: str) -> str:
     return "ray-train" if strategy in GRADIENT_STRATEGIES else "tune"
 
 
-def trial_table(results, metric: str = "accuracy") -> list[dict]:
-    """One row per Tune trial: its architecture and last reported metrics, best first by ``metric``
-    (detection rows also carry mAP50, precision and recall)."""
+def trial_table(trials, metric: str = "accuracy") -> list[dict]:
+    """One row per Tune trial (candidate): its architecture, how it ended and its last reported
+    metrics, best first by ``metric`` (detection rows also carry mAP50, precision and recall); failed
+    candidates last, with no score (whatever their last epoch reported: it is not a result of the
+    candidate and the strategy was not told it)."""
+    from frugalnas.runtime.tune_search import FINISHED, trial_outcome
+
     rows = []
-    for result in results:
-        metrics = result.metrics or {}
+    for trial in trials:
+        metrics = trial.last_result or {}
+        outcome = trial_outcome(trial, metric)
         rows.append({
-            "arch": result.config.get("arch"),
-            "candidate": result.config.get("suggestion"),  # the number in progress lines and MLflow run names
-            metric: metrics.get(metric),
+            "arch": trial.config.get("arch"),
+            "candidate": trial.config.get("suggestion"),  # the number in progress lines and MLflow run names
+            "status": outcome["status"],
+            metric: metrics.get(metric) if outcome["status"] == FINISHED else None,
             **{k: metrics.get(k) for k in EXTRA_TRIAL_METRICS.get(metric, ())},
             "params": metrics.get("params"),
             "flops": metrics.get("flops"),
             "images_processed": metrics.get("images_processed", 0),
             "subset_updates": metrics.get("subset_updates", 0),
-            "epochs": metrics.get("epoch", 0),
+            "epochs": outcome["epochs"],
             "seconds": metrics.get("seconds"),
-            "error": None if result.error is None else str(result.error).splitlines()[0][:300],
+            "retries": outcome["retries"],
+            "error": outcome["error"],
         })
-    return sorted(rows, key=lambda r: -1 if r[metric] is None else -r[metric])
+    return sorted(rows, key=lambda r: (r[metric] is None, -(r[metric] or 0), r["candidate"] or 0))
 
 
 #: Besides its score, what a task's trial rows show (detection: ``map50_95`` is the score).
@@ -60,7 +68,7 @@ def classification_trials(*, config, space, dataset_dir: Path, latents_path: str
     card = open_dataset(dataset_dir).card
     num_classes, channels, image_size = len(card["classes"]), card["channels"], card["image_size"] or 32
     context = CandidateContext(
-        dataset_dir=str(dataset_dir), space=space.config.model_dump(mode="json"),  # the resolved settings
+        dataset_dir=str(dataset_dir), space=space,  # the object: a family registered only here works too
         selection=config.selection.model_dump(), latents_path=latents_path,
         train={"epochs": config.search.epochs_per_candidate, "batch_size": config.final.batch_size,
                "lr": config.final.lr, "seed": config.seed})
@@ -117,45 +125,43 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
         tuner = make_tuner(trainable, searcher, scheduler=config.search.scheduler,
                            epochs_per_candidate=config.search.epochs_per_candidate, max_concurrent=max_concurrent,
                            cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial, storage_path=storage,
-                           name=run_name, log=log, callbacks=[CandidateTracking(tracker, space, log)] if tracker else [])
+                           name=run_name, log=log, max_failures=config.resources.max_failures,
+                           callbacks=[CandidateTracking(tracker, space, log, metric)] if tracker else [])
     results = fit_keeping_sigint(tuner)
-    finished_trials = saved_finished_trials(experiment_path)
+    # the state Tune saved: after a Ctrl+C, fit()'s ResultGrid marks the trials that were still running
+    # as terminated, so a search interrupted during its last candidates would look complete
+    saved = tune.ExperimentAnalysis(experiment_path).trials
+    finished_trials = sum(trial.status in ("TERMINATED", "ERROR") for trial in saved)
     if finished_trials < len(results) or len(results) < min(config.search.budget, space.size()):
         raise SearchInterrupted(
             f"search stopped after {finished_trials} of {config.search.budget} candidates; its state is saved in "
             f"{experiment_path}: continue it with the same command plus --resume")
-    rows = trial_table(results, metric)
+    rows = trial_table(saved, metric)
     finished = [t for t in rows if t[metric] is not None]
+    failed = sorted(t["candidate"] for t in rows if t[metric] is None)
+    if failed:
+        log(f"search: {len(failed)} of {len(rows)} candidates failed (candidates {', '.join(map(str, failed))}); "
+            "see 'status' and 'error' in summary.json")
     if not finished:
         errors = "; ".join(t["error"] or "no result" for t in rows[:3])
         raise RuntimeError(f"no candidate finished training ({len(rows)} trials): {errors}")
     front = [{"arch": str(arch), **{k: v for k, v in result.items() if k in (metric, "params", "flops")}}
-             for arch, result in strategy_front(results, space, trials["objectives"], metric)]
+             for arch, result in strategy_front(saved, space, trials["objectives"], metric)]
     return {"best_arch": finished[0]["arch"], "images_processed": sum(t["images_processed"] or 0 for t in rows),
             "wall_seconds": time.perf_counter() - started, "metric": metric, "trials": rows, "pareto_front": front,
-            "search_engine": "tune", "scheduler": config.search.scheduler, "max_concurrent_trials": max_concurrent}
+            "failed_candidates": failed, "candidate_retries": sum(t["retries"] for t in rows), "search_engine": "tune", "scheduler": config.search.scheduler, "max_concurrent_trials": max_concurrent}
 
 
-def saved_finished_trials(experiment_path: str) -> int:
-    """Trials that ended (terminated or errored) in the experiment state Tune saved.
-
-    After a Ctrl+C, the ``ResultGrid`` of ``fit()`` marks the trials that were still running as
-    terminated, so a search interrupted during its last candidates would look complete; the state
-    saved before clean-up still says which trials had not finished."""
-    from ray import tune
-
-    trials = tune.ExperimentAnalysis(experiment_path).trials
-    return sum(trial.status in ("TERMINATED", "ERROR") for trial in trials)
-
-
-def strategy_front(results, space, objectives, metric: str = "accuracy") -> list:
-    """The Pareto front over the objectives of the trials' final metrics (single objective: empty)."""
+def strategy_front(trials, space, objectives, metric: str = "accuracy") -> list:
+    """The Pareto front over the objectives of the finished candidates' final metrics (single
+    objective: empty)."""
     if len(objectives) < 2:
         return []
-    from frugalnas.runtime.tune_search import numeric
+    from frugalnas.runtime.tune_search import FINISHED, numeric, trial_outcome
     from frugalnas.strategies.pareto import pareto_front
 
-    told = [(space.parse(r.config["arch"]), numeric(r.metrics)) for r in results if r.metrics and metric in r.metrics]
+    told = [(space.parse(t.config["arch"]), numeric(t.last_result)) for t in trials
+            if trial_outcome(t, metric)["status"] == FINISHED]
     return pareto_front(told, objectives)
 
 
@@ -181,21 +187,26 @@ def darts_search(*, config, space, dataset_dir: Path, out: Path, latents_path: s
                           "or choose another --out")
     if resuming:
         log(f"search: resuming the supernet from {storage / name}")
+    elif resume and (storage / name).exists():  # stopped before its first checkpoint: nothing to continue
+        log(f"search: {storage / name} holds no checkpoint yet; starting the supernet over")
+        shutil.rmtree(storage / name)
     workers = config.resources.workers
     log(f"search: DARTS order {settings['order']}, {settings['epochs']} epochs, {workers} worker(s)")
     result = run_darts_search(dataset_dir, space, settings, selection, num_workers=workers, storage_path=storage,
                               name=name, resume=resuming, cpus_per_worker=min(1.0, config.resources.cpus_per_trial / 2)
                               if workers > 1 else config.resources.cpus_per_trial,
-                              use_gpu=config.resources.gpus_per_trial > 0 or None)
+                              use_gpu=config.resources.gpus_per_trial > 0 or None,
+                              max_failures=config.resources.max_failures)
     for record in result["history"]:
         log(f"  supernet epoch {record.get('epoch')}: {record.get('genotype')}")
     if tracker:
         from frugalnas.data.store import open_dataset
+        from frugalnas.runtime.experiment import record
         from frugalnas.track.experiment import log_darts_epochs
 
         card = open_dataset(dataset_dir).card
-        log_darts_epochs(tracker, space, result["history"], len(card["classes"]), card["channels"],
-                         card["image_size"] or 32)
+        record(tracker, "the supernet epochs' runs", log, log_darts_epochs, tracker, space, result["history"],
+               len(card["classes"]), card["channels"], card["image_size"] or 32)
     return {"best_arch": result["genotype"],
             "images_processed": result["images_processed"] + result["arch_images_processed"],
             "weight_images_processed": result["images_processed"],

@@ -6,8 +6,10 @@ experiment checkpoints so ``Tuner.restore`` resumes the search without proposing
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import re
 import signal
 import threading
 from typing import Any, Callable
@@ -27,6 +29,10 @@ SCHEDULERS.register("hyperband")(lambda max_t: HyperBandScheduler(time_attr="tra
                                                                   reduction_factor=2))
 
 
+def finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def numeric(metrics: dict) -> dict:
     """The numeric metrics a trainable reported (drops Tune's own bookkeeping, strings, booleans)."""
     return {k: v for k, v in metrics.items()
@@ -38,8 +44,12 @@ class StrategySearcher(Searcher):
     "suggestion": n}`` (n: the proposal's 1-based position, which orders trials).
 
     ``budget`` architectures are proposed at most; a trial's last reported result is told to the
-    strategy when it completes (early-stopped trials tell what they reached). Failed trials are told
-    nothing and counted in ``failed``.
+    strategy when it completes (early-stopped trials tell what they reached). A candidate that failed
+    (its retries used up, or its training diverged) is told as a failure, ``tell(arch, None)``: the
+    strategy records it as infeasible, never proposes it again and learns nothing else from it (it
+    enters no population, model or Pareto front); counted in ``failed``. An accuracy that is not a
+    finite number is a failure too, never a score. Tune calls ``on_trial_complete`` once per trial,
+    after its last retry, so every architecture is told exactly once.
     """
 
     def __init__(self, strategy, space, *, budget: int, metric: str = "accuracy", mode: str = "max"):
@@ -64,7 +74,7 @@ class StrategySearcher(Searcher):
         arch = self.live.pop(trial_id, None)
         if arch is None:
             return
-        if error or not result or self.metric not in result:
+        if error or not result or not finite_number(result.get(self.metric)):
             self.failed += 1
             self.strategy.tell(self.space.parse(arch), None)  # recorded as failed: never proposed again
             return
@@ -96,15 +106,60 @@ def candidate_number(trial) -> int | None:
     return trial.config.get("suggestion")
 
 
+#: How a candidate ended (summary.json trials, the leaderboard, the MLflow run's frugalnas.status tag).
+FINISHED, FAILED, DIVERGED = "finished", "failed", "diverged"
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged|Interrupt|Exit)\b")
+
+
+def error_summary(text: str | None) -> str:
+    """The line of a trial's error that says what went wrong: the last ``SomeError: ...`` line (Ray wraps
+    the worker's traceback in its own, and Tune appends one entry per failure), else why Ray says an
+    actor died (a lost node, a killed process), else the first line."""
+    lines = [line.strip() for line in (text or "").splitlines()
+             if line.strip() and not line.startswith("Failure # ")]  # Tune's header of each entry
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line[:300]
+    for line in reversed(lines):
+        if "died because" in line or "died unexpectedly" in line:
+            return line[:300]
+    return lines[0][:300] if lines else "failed (no error recorded)"
+
+
+def trial_error(trial) -> str | None:
+    """The full error text Tune recorded for a failed trial (None if it did not fail)."""
+    path = getattr(trial, "error_file", None)
+    if not path or not os.path.exists(path):
+        return None if trial.status != "ERROR" else "failed (no error recorded)"
+    with open(path, errors="replace") as handle:
+        return handle.read()
+
+
+def trial_outcome(trial, metric: str = "accuracy") -> dict:
+    """How a trial ended, the way summary.json, the leaderboard and MLflow report it: ``status``
+    (finished, failed or diverged), ``error`` (one line), ``epochs`` (completed), ``retries`` (times
+    it was started again after a failure: a lost node, a killed process, an error). A trial that
+    ended without a finite ``metric`` (its score) failed too."""
+    result = trial.last_result or {}
+    error = trial_error(trial) if trial.status == "ERROR" else None
+    status = FINISHED
+    if error is not None or not finite_number(result.get(metric)):
+        status = DIVERGED if error and "TrainingDiverged" in error else FAILED
+    return {"status": status, "error": None if status == FINISHED else error_summary(error),
+            "epochs": result.get("epoch", 0),
+            "retries": trial.run_metadata.num_failures - (trial.status == "ERROR")}  # the last failure is final
+
+
 class TrialProgress(tune.Callback):
     """One line per finished candidate, instead of Tune's status tables. Candidates are named by
     their number (:func:`candidate_number`); with several trials at once they finish out of order,
-    so the line also says how many have finished."""
+    so the line also says how many have finished. A retry (lost node, killed process) and a failed
+    candidate get a line each too."""
 
     LABELS = {"accuracy": "val acc", "map50_95": "val mAP50-95"}
 
-    def __init__(self, log: Callable[[str], None], budget: int, metric: str = "accuracy"):
-        self.log, self.budget, self.finished, self.metric = log, budget, 0, metric
+    def __init__(self, log: Callable[[str], None], budget: int, metric: str = "accuracy", max_failures: int = 2):
+        self.log, self.budget, self.finished, self.metric, self.max_failures = log, budget, 0, metric, max_failures
 
     def _prefix(self, trial) -> str:
         return f"  candidate {candidate_number(trial)}/{self.budget} ({self.finished} finished)"
@@ -118,19 +173,49 @@ class TrialProgress(tune.Callback):
                  f"after {result.get('epoch', 0)} epoch(s), "
                  f"{result.get('images_processed', 0)} images, {result.get('params', 0):,} params  {trial.config.get('arch')}")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        limit = "unlimited" if self.max_failures < 0 else str(self.max_failures)
+        self.log(f"  candidate {candidate_number(trial)}/{self.budget}: {error_summary(trial_error(trial))}; retry "
+                 f"{trial.run_metadata.num_failures} of {limit}, from its checkpoint after epoch "
+                 f"{(trial.last_result or {}).get('epoch', 0)}")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self.finished += 1
-        self.log(f"{self._prefix(trial)} failed: {trial.config.get('arch')} ({trial.error_file})")
+        outcome = trial_outcome(trial, self.metric)
+        self.log(f"{self._prefix(trial)} {outcome['status']} after {outcome['epochs']} epoch(s): {outcome['error']}  "
+                 f"{trial.config.get('arch')}")
+
+    def get_state(self) -> dict:  # saved with the experiment: a resumed search goes on counting
+        return {"finished": self.finished}
+
+    def set_state(self, state: dict) -> None:
+        self.finished = state["finished"]
+
+
+def tune_output_quiet() -> None:
+    """Tune's newer console output prints a settings box and a TensorBoard hint even at verbose=0
+    (on resume too); progress is TrialProgress's one line per candidate. Also no warning about
+    frequent experiment snapshots."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # the state saved with every checkpoint (make_tuner) is meant, not a bottleneck to warn about
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_per_candidate: int,
                max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, storage_path: str,
-               name: str, log: Callable[[str], None] | None = None, callbacks: list | tuple = ()) -> tune.Tuner:
-    """A Tuner running ``trainable`` over the searcher's suggestions with the named scheduler."""
+               name: str, log: Callable[[str], None] | None = None, callbacks: list | tuple = (),
+               max_failures: int = 2, checkpoints_to_keep: int | None = 1) -> tune.Tuner:
+    """A Tuner running ``trainable`` over the searcher's suggestions with the named scheduler.
+
+    A trial that fails (its node is lost, its process killed, its training raises) is retried up to
+    ``max_failures`` times (-1: no limit) from its last checkpoint. Only a trial's latest checkpoint
+    is kept, and Tune then saves the experiment state (trials, searcher, callbacks) with every
+    checkpoint a trial reports: after a driver killed without warning, ``--resume`` finds every
+    candidate that reported an epoch and continues it from that epoch, instead of proposing it again
+    from a state saved 10 s or more earlier (Tune's default period). ``checkpoints_to_keep=None``
+    gives Tune's defaults (every checkpoint kept, state saved by period; benchmarks/faults.py compares)."""
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
-    # Tune's newer console output prints a settings box and a TensorBoard hint even at verbose=0;
-    # progress is TrialProgress's one line per candidate.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    tune_output_quiet()
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
@@ -139,8 +224,10 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
             num_samples=searcher.budget, metric=searcher.metric, mode=searcher.mode,
             reuse_actors=True),  # a fresh worker process per trial costs seconds (benchmarks/RESULTS.md)
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  callbacks=([TrialProgress(log, searcher.budget, searcher.metric)] if log else []) + list(callbacks),
-                                  failure_config=tune.FailureConfig(max_failures=2)),
+                                  callbacks=([TrialProgress(log, searcher.budget, searcher.metric, max_failures)] if log else [])
+                                  + list(callbacks),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep)),
     )
 
 
@@ -156,7 +243,11 @@ def fit_keeping_sigint(tuner):
 
 
 def restore_tuner(path: str, trainable, *, cpus_per_trial: float, gpus_per_trial: float) -> tune.Tuner:
-    """Resume an interrupted search from its experiment folder (strategy state included)."""
+    """Resume an interrupted search from its experiment folder (strategy state included).
+
+    Unfinished candidates continue from their checkpoints; failed ones stay failed (the strategy was
+    already told so, and a candidate that used up its retries would most likely fail again)."""
+    tune_output_quiet()
     return tune.Tuner.restore(path, trainable=tune.with_resources(trainable, {"cpu": cpus_per_trial,
                                                                              "gpu": gpus_per_trial}),
-                              resume_unfinished=True, resume_errored=True)
+                              resume_unfinished=True, resume_errored=False)

@@ -55,10 +55,37 @@ def resolve_location(uri: str | None, out: str | Path) -> TrackingLocation:
     return TrackingLocation(uri, None, embedded=False)
 
 
+#: A store's folder with less free space than this counts as full: an experiment records more.
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail fast (ConfigError) when ``folder`` cannot take a store's writes: it cannot be created, is
+    not writable (a read-only disk, no permission) or has less than 1 MiB free (a full disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{what} {folder} cannot be created: {error.strerror or error}") from None
+    hint = ("; free space or fix the permissions, set another tracking.uri, or tracking.enabled: false to run "
+            "without MLflow")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{what} {folder} cannot be written (a read-only disk, or no permission){hint}")
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(f"{what} {folder} has {free:,} bytes free: its disk is full{hint}")
+
+
 def check_reachable(location: TrackingLocation, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when the tracking store cannot be used."""
+    """Fail fast, before any training, when the tracking store cannot be used: a server that does not
+    answer, a SQLite store or artifact folder on a read-only or full disk, a store MLflow cannot open."""
+    if location.uri.startswith("sqlite:///"):
+        check_writable(Path(location.uri.removeprefix("sqlite:///")).parent, "the MLflow store's folder")
+    if location.artifact_location and location.artifact_location.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        check_writable(Path(unquote(urlparse(location.artifact_location).path)), "the MLflow artifact folder")
     if location.embedded:
-        Path(location.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return
     if location.is_server:
         health = location.uri.rstrip("/") + "/health"

@@ -4,6 +4,10 @@
 so the Tune callback on the driver can keep many candidate runs open at once. It pickles to its
 ids and URI (Tune saves its callbacks with the experiment), and finds existing runs again by tag,
 so a resumed search keeps logging into the runs it started.
+
+What could not be recorded (the store broke mid-experiment: a server gone, a full or read-only
+disk) is reported and listed in ``OUT/tracking_not_logged.jsonl`` (:meth:`ExperimentTracker.not_logged`,
+``summary.json``'s ``tracking.not_logged``) instead of ending the experiment.
 """
 from __future__ import annotations
 
@@ -16,12 +20,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from frugalnas.errors import ConfigError
 from frugalnas.track.location import TrackingLocation
 
 ROLE_TAG = "frugalnas.role"
 CANDIDATE_TAG = "frugalnas.candidate"  # the candidate's stable key (Tune trial id, DARTS epoch)
 ARCH_TAG = "frugalnas.arch"
 STATE_FILE = "tracking.json"  # in the output folder: which parent run a resumed experiment continues
+NOT_LOGGED_FILE = "tracking_not_logged.jsonl"  # in the output folder: what the store failed to record
+STATUS_TAG = "frugalnas.status"  # how a candidate ended: finished, failed, diverged
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
@@ -40,18 +47,37 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 class ExperimentTracker:
     """The MLflow side of one experiment (see the module docstring)."""
 
-    def __init__(self, location: TrackingLocation, experiment_id: str, parent_run_id: str, tags: dict[str, str]):
+    def __init__(self, location: TrackingLocation, experiment_id: str, parent_run_id: str, tags: dict[str, str],
+                 out: Path | None = None):
         self.location, self.experiment_id, self.parent_run_id = location, experiment_id, parent_run_id
         self.tags = dict(tags)  # strategy, selector, space: on every run
+        self.out = None if out is None else Path(out)
         self._client = None
         self._candidates: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}  # run id -> the last step its metrics were logged at
 
     # ------------------------------------------------------------------ set-up
 
     @classmethod
     def start(cls, location: TrackingLocation, experiment: str, out: Path, *, run_name: str, tags: dict[str, str],
               params: Mapping[str, Any], resume: bool) -> "ExperimentTracker":
-        """Create (or, resuming, reopen) the experiment's parent run and log its config."""
+        """Create (or, resuming, reopen) the experiment's parent run and log its config.
+
+        Everything here writes to the store, so a store that cannot be written (read-only, full,
+        unreachable) fails here, before any work, with a :class:`ConfigError` saying so."""
+        try:
+            return cls._start(location, experiment, out, run_name=run_name, tags=tags, params=params, resume=resume)
+        except ConfigError:
+            raise
+        except Exception as error:  # MLflow, SQLAlchemy and the OS raise many kinds; all mean "unusable"
+            raise ConfigError(f"cannot record the experiment in the MLflow tracking store {location.uri}: "
+                              f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}. Is its disk full "
+                              "or read-only? Free space or fix the permissions, set another tracking.uri, or "
+                              "tracking.enabled: false to run without MLflow") from None
+
+    @classmethod
+    def _start(cls, location: TrackingLocation, experiment: str, out: Path, *, run_name: str, tags: dict[str, str],
+               params: Mapping[str, Any], resume: bool) -> "ExperimentTracker":
         import mlflow
 
         client = mlflow.MlflowClient(location.uri)
@@ -69,7 +95,7 @@ class ExperimentTracker:
             if state.get("uri") == location.uri and state.get("experiment_id") == experiment_id:
                 parent = state["parent_run_id"]
                 client.update_run(parent, status="RUNNING")
-        tracker = cls(location, experiment_id, parent or "", tags)
+        tracker = cls(location, experiment_id, parent or "", tags, out)
         tracker._client = client
         if parent is None:
             run = client.create_run(experiment_id, run_name=run_name, tags={**tags, ROLE_TAG: "experiment"})
@@ -93,14 +119,30 @@ class ExperimentTracker:
     # ------------------------------------------------------------------ candidates
 
     def candidate_run(self, key: str, *, name: str, arch: str, params: Mapping[str, Any]) -> str:
-        """The child run of candidate ``key``: found again by tag, or created with its params."""
+        """The child run of candidate ``key`` (its number): found again by tag, or created with its params.
+
+        After a driver was killed, a resumed search proposes again the candidates it had proposed
+        since its state was last saved. The same architecture under the same key continues its run;
+        a run of the key with another architecture (a proposal the resumed search no longer makes) is
+        deleted (MLflow keeps it in its deleted runs), so every candidate has exactly one run."""
         if key in self._candidates:
             return self._candidates[key]
         existing = self.client.search_runs(
-            [self.experiment_id], max_results=1,
+            [self.experiment_id], max_results=100,
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.`{CANDIDATE_TAG}` = '{key}'")
-        if existing:
-            run_id = existing[0].info.run_id
+        same = [r for r in existing if r.data.tags.get(ARCH_TAG) == arch]
+        for run in existing:
+            if run.info.run_id != (same[0].info.run_id if same else None):
+                self.client.set_tag(run.info.run_id, "frugalnas.deleted_because",
+                                    f"candidate {key} became {arch} when the search resumed")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                self.client.delete_run(run.info.run_id)
+        if same:
+            run_id = same[0].info.run_id
+            steps = [m.step for m in self.client.get_metric_history(run_id, "accuracy")]
+            self._last_step[run_id] = max(steps, default=0)
+            if same[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
         else:
             run = self.client.create_run(self.experiment_id, run_name=name, tags={
                 **self.tags, ROLE_TAG: "candidate", CANDIDATE_TAG: key, ARCH_TAG: arch,
@@ -109,6 +151,15 @@ class ExperimentTracker:
             self.log_params(run_id, {**params, **self.tags})
         self._candidates[key] = run_id
         return run_id
+
+    def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> bool:
+        """Log a candidate's metrics of epoch ``step`` unless that epoch was logged already (a candidate
+        resumed from a checkpoint older than its last logged epoch reports it again); True if logged."""
+        if step <= self._last_step.get(run_id, 0):
+            return False
+        self.log_metrics(run_id, metrics, step=step)
+        self._last_step[run_id] = step
+        return True
 
     def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
         if error:
@@ -172,6 +223,28 @@ class ExperimentTracker:
 
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         self.end_run(self.parent_run_id, status, error)
+
+    # ------------------------------------------------------------------ what was not recorded
+
+    def record_not_logged(self, what: str, error: BaseException) -> dict:
+        """Note that ``what`` could not be recorded (kept in ``OUT/tracking_not_logged.jsonl``, which
+        survives a resume); returns the entry."""
+        entry = {"what": what, "error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+                 if str(error).strip() else type(error).__name__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if self.out is not None:
+            try:
+                with (self.out / NOT_LOGGED_FILE).open("a") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+            except OSError:  # the output folder shares the broken disk: the log line is all there is
+                pass
+        return entry
+
+    def not_logged(self) -> list[dict]:
+        """Everything this experiment's store failed to record, in order (resumed runs included)."""
+        path = None if self.out is None else self.out / NOT_LOGGED_FILE
+        if path is None or not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     # ------------------------------------------------------------------ reading back
 

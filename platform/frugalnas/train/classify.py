@@ -18,8 +18,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from frugalnas.data.torch_dataset import ImageSplit
-from frugalnas.errors import ConfigError
+from frugalnas.errors import ConfigError, FrugalError
 from frugalnas.selection import Selector
+
+
+class TrainingDiverged(FrugalError):
+    """The training loss became NaN or infinite (too high a learning rate, an unstable architecture)."""
 
 
 SCHEDULES = ("cosine", "onecycle")
@@ -293,6 +297,9 @@ class SelectorTrainer:
                 self._set_lr(self._image_lr())
             images, labels = self.train_data.batch(batch)
             loss, confidence, correct = train_step(self.model, self.optimizer, images, labels)
+            if not math.isfinite(loss):  # the weights are now ruined: every later number would be noise
+                raise TrainingDiverged(f"the training loss became {loss} in epoch {self.epoch + 1} "
+                                       f"(after {self.images_processed} images, learning rate {self.lr:.3g})")
             self.selector.observe(batch, confidence, correct)
             self._position += len(batch)
             self.images_processed += len(batch)
