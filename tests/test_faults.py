@@ -9,7 +9,6 @@ import math
 import pickle
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner

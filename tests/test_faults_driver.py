@@ -84,6 +84,18 @@ def killed_then_resumed(tmp_path, config, ready, check_killed=lambda out: None) 
     return json.loads(resumed.stdout.strip().splitlines()[-1]), resumed.stderr
 
 
+def saved_epochs(out: Path) -> dict[int, int]:
+    """candidate -> the epochs it had reported, in the search state Tune last saved ({} while none is
+    readable: a state file being written)."""
+    states = sorted(glob.glob(str(out / "tune" / "search" / "experiment_state-*.json")))
+    try:
+        trials = json.loads(Path(states[-1]).read_text())["trial_data"] if states else []
+        return {json.loads(trial)["config"]["suggestion"]: json.loads(meta)["last_result"].get("epoch", 0)
+                for trial, meta in trials}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
 def trial_results(out: Path) -> dict[str, list[list[int]]]:
     """arch -> the epochs each Tune trial of that architecture reported (one list per trial)."""
     found: dict[str, list[list[int]]] = {}
@@ -101,12 +113,12 @@ def trial_results(out: Path) -> dict[str, list[list[int]]]:
 def test_a_killed_search_resumes_to_the_uninterrupted_result(tmp_path, ray_session):
     straight = uninterrupted(tmp_path, TUNE)
 
-    def third_candidate_training(out: Path) -> bool:  # it has reported an epoch: the kill lands mid-candidate
-        return any(json.loads(Path(p).read_text())["suggestion"] == 3 and Path(p).with_name("result.json").exists()
-                   and Path(p).with_name("result.json").read_text().strip()
-                   for p in glob.glob(str(out / "tune" / "search" / "*" / "params.json")))
+    def third_candidate_saved(out: Path) -> bool:
+        """Candidate 3 has reported an epoch and the search's saved state (saved every second) knows it:
+        the kill lands mid-candidate, and the resumed search must continue candidate 3, not redo it."""
+        return saved_epochs(out).get(3, 0) >= 1
 
-    summary, log = killed_then_resumed(tmp_path, TUNE, third_candidate_training)
+    summary, log = killed_then_resumed(tmp_path, TUNE, third_candidate_saved)
     assert "search: resuming" in log
     key = lambda t: (t["candidate"], t["arch"], t["accuracy"], t["epochs"], t["images_processed"])  # noqa: E731
     assert sorted(map(key, summary["trials"])) == sorted(map(key, straight["trials"]))

@@ -100,8 +100,9 @@ def test_a_store_that_fills_up_then_turns_read_only_mid_search_is_reported_and_t
                 filled = subprocess.run(enter + ["sh", "-c", f'cat /dev/zero > "{store}/filler"'], capture_output=True,
                                         text=True, timeout=60)
                 assert "No space left on device" in filled.stderr, filled.stderr
-            if "(2 finished)" in line:  # and then turns read-only
-                subprocess.run(enter + ["mount", "-o", "remount,ro", str(store)], check=True, timeout=60)
+            if "(2 finished)" in line:  # and then turns read-only (a read-only mount over it: a remount
+                subprocess.run(enter + ["sh", "-c", f'mount --bind "{store}" "{store}" && '  # is refused while
+                                        f'mount -o remount,bind,ro "{store}"'], check=True, timeout=60)  # files are open)
             if "(4 finished)" in line or time.monotonic() > deadline:
                 break
         stdout, rest = run.communicate(timeout=600)

@@ -129,9 +129,12 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
                            callbacks=[CandidateTracking(tracker, space, log, metric)] if tracker else [])
     results = fit_keeping_sigint(tuner)
     # the state Tune saved: after a Ctrl+C, fit()'s ResultGrid marks the trials that were still running
-    # as terminated, so a search interrupted during its last candidates would look complete
+    # as terminated, so a search interrupted during its last candidates would look complete. HyperBand
+    # can leave a trial that trained all its epochs PAUSED at the end (a race in Ray 2.60): it ended too.
     saved = tune.ExperimentAnalysis(experiment_path).trials
-    finished_trials = sum(trial.status in ("TERMINATED", "ERROR") for trial in saved)
+    finished_trials = sum(trial.status in ("TERMINATED", "ERROR") or (
+        trial.status == "PAUSED" and (trial.last_result or {}).get("epoch", 0) >= config.search.epochs_per_candidate)
+        for trial in saved)
     if finished_trials < len(results) or len(results) < min(config.search.budget, space.size()):
         raise SearchInterrupted(
             f"search stopped after {finished_trials} of {config.search.budget} candidates; its state is saved in "

@@ -192,30 +192,32 @@ class TrialProgress(tune.Callback):
         self.finished = state["finished"]
 
 
-def tune_output_quiet() -> None:
-    """Tune's newer console output prints a settings box and a TensorBoard hint even at verbose=0
-    (on resume too); progress is TrialProgress's one line per candidate. Also no warning about
-    frequent experiment snapshots."""
+#: Seconds between saves of the search's state (trials, strategy, callbacks); Tune's default ("auto")
+#: is 10 s or more, so a driver killed without warning would lose up to that much of the search.
+STATE_PERIOD_S = "1"
+
+
+def tune_settings() -> None:
+    """Process-wide Tune settings (environment variables it reads when a search starts; an explicit
+    setting wins): save the search's state every second, so ``--resume`` after a killed driver
+    continues every candidate that reported an epoch more than about a second before the kill instead
+    of proposing it again; and no console output besides TrialProgress's lines (Tune's newer output
+    prints a settings box and a TensorBoard hint even at verbose=0, on resume too)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_PERIOD_S)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # the state saved with every checkpoint (make_tuner) is meant, not a bottleneck to warn about
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_per_candidate: int,
                max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, storage_path: str,
                name: str, log: Callable[[str], None] | None = None, callbacks: list | tuple = (),
-               max_failures: int = 2, checkpoints_to_keep: int | None = 1) -> tune.Tuner:
+               max_failures: int = 2) -> tune.Tuner:
     """A Tuner running ``trainable`` over the searcher's suggestions with the named scheduler.
 
     A trial that fails (its node is lost, its process killed, its training raises) is retried up to
-    ``max_failures`` times (-1: no limit) from its last checkpoint. Only a trial's latest checkpoint
-    is kept, and Tune then saves the experiment state (trials, searcher, callbacks) with every
-    checkpoint a trial reports: after a driver killed without warning, ``--resume`` finds every
-    candidate that reported an epoch and continues it from that epoch, instead of proposing it again
-    from a state saved 10 s or more earlier (Tune's default period). ``checkpoints_to_keep=None``
-    gives Tune's defaults (every checkpoint kept, state saved by period; benchmarks/faults.py compares)."""
+    ``max_failures`` times (-1: no limit) from its last checkpoint. The search's state is saved every
+    second (:func:`tune_settings`)."""
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
-    tune_output_quiet()
+    tune_settings()
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
@@ -226,8 +228,7 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                   callbacks=([TrialProgress(log, searcher.budget, searcher.metric, max_failures)] if log else [])
                                   + list(callbacks),
-                                  failure_config=tune.FailureConfig(max_failures=max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep)),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
     )
 
 
@@ -247,7 +248,7 @@ def restore_tuner(path: str, trainable, *, cpus_per_trial: float, gpus_per_trial
 
     Unfinished candidates continue from their checkpoints; failed ones stay failed (the strategy was
     already told so, and a candidate that used up its retries would most likely fail again)."""
-    tune_output_quiet()
+    tune_settings()
     return tune.Tuner.restore(path, trainable=tune.with_resources(trainable, {"cpu": cpus_per_trial,
                                                                              "gpu": gpus_per_trial}),
                               resume_unfinished=True, resume_errored=False)

@@ -71,7 +71,7 @@ class ExperimentTracker:
             raise
         except Exception as error:  # MLflow, SQLAlchemy and the OS raise many kinds; all mean "unusable"
             raise ConfigError(f"cannot record the experiment in the MLflow tracking store {location.uri}: "
-                              f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}. Is its disk full "
+                              f"{describe_error(error)}. Is its disk full "
                               "or read-only? Free space or fix the permissions, set another tracking.uri, or "
                               "tracking.enabled: false to run without MLflow") from None
 
@@ -229,8 +229,7 @@ class ExperimentTracker:
     def record_not_logged(self, what: str, error: BaseException) -> dict:
         """Note that ``what`` could not be recorded (kept in ``OUT/tracking_not_logged.jsonl``, which
         survives a resume); returns the entry."""
-        entry = {"what": what, "error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-                 if str(error).strip() else type(error).__name__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        entry = {"what": what, "error": describe_error(error), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if self.out is not None:
             try:
                 with (self.out / NOT_LOGGED_FILE).open("a") as handle:
@@ -271,6 +270,16 @@ def tracking_uri_set_to(uri: str):
         mlflow.set_tracking_uri(saved)  # None unsets the variable again
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: the line of the message that says what went wrong``: SQLAlchemy, under MLflow, puts a
+    note about autoflush first and the database's own error (``(sqlite3.OperationalError) database or
+    disk is full``) after it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if re.search(r"\(\w+\.\w*Error\)|\[Errno \d+\]", line)]
+    line = (telling or lines or [""])[0]
+    return f"{type(error).__name__}: {line[:300]}" if line else type(error).__name__
 
 
 def arch_params(space, arch) -> dict[str, str]:
