@@ -22,6 +22,7 @@ BENCHMARKS = [
     ("search_cost.py", "search_cost"),
     ("darts_selection.py", "darts_selection"),
     ("compression.py", "compression"),
+    ("faults.py", "faults"),
 ]
 
 HEADER = """# Benchmark results
