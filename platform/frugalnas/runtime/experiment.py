@@ -204,6 +204,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
 def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tracker, started: float) -> dict:
     from frugalnas.runtime.search_engines import SEARCH_ENGINES, engine_for
 
+    name, overrides = config.space_spec()
+    space = load_space(name, overrides or None)
+    truth = load_search_ground_truth(config, space, log)  # a bad table fails before any data work
     dataset_dir = prepare_dataset(config, out, log)
     card = open_dataset(dataset_dir).card
     if "val" not in card["splits"]:
@@ -213,8 +216,6 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     prepare_entropy(config, dataset_dir, log)
     if tracker:
         tracking.log_dataset(tracker, dataset_dir, embedding)
-    name, overrides = config.space_spec()
-    space = load_space(name, overrides or None)
     engine = engine_for(config.search.strategy)
     ensure_ray(log)
     budget = "" if engine == "ray-train" else f", budget {config.search.budget}"
@@ -222,8 +223,12 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     search = SEARCH_ENGINES.get(engine)(config=config, space=space, dataset_dir=dataset_dir, out=out,
                                         latents_path=embedding and embedding["path"], resume=resume, log=log,
                                         tracker=tracker)
+    if truth is not None:
+        annotate_ground_truth(search, truth, space, log)
     if tracker:
         tracking.log_search(tracker, config, search)
+        if truth is not None:
+            tracking.log_ground_truth(tracker, search["ground_truth"], truth_by_arch(search))
     best = space.parse(search["best_arch"])
     log(f"best architecture: {search['best_arch']}")
     log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
@@ -258,6 +263,49 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     if tracker:
         tracking.log_summary(tracker, out / "summary.json", summary)
     return summary
+
+
+def load_search_ground_truth(config: ExperimentConfig, space, log: Log):
+    """The table of ``search.ground_truth`` (None without one), read and checked before any work."""
+    settings = config.search.ground_truth
+    if settings is None:
+        return None
+    from frugalnas.errors import DataError
+    from frugalnas.fidelity.truth import load_ground_truth
+
+    path = Path(settings.table).expanduser()
+    if not path.is_file():
+        raise DataError(f"search.ground_truth.table {settings.table} does not exist")
+    truth = load_ground_truth(path, space, arch_column=settings.arch_column, metric_column=settings.metric_column)
+    log(f"ground truth: {settings.metric_column} of {len(truth)} architectures in {path} (optimum {truth.optimum:.4f})")
+    return truth
+
+
+def annotate_ground_truth(search: dict, truth, space, log: Log) -> None:
+    """Every candidate's ground truth (None when the table lacks it) and the search's regret: the
+    table's optimum minus the ground truth of the chosen architecture."""
+    missing = 0
+    for trial in search.get("trials") or []:
+        trial["ground_truth"] = truth.values.get(space.parse(trial["arch"]))
+        missing += trial["ground_truth"] is None
+    chosen = truth.values.get(space.parse(search["best_arch"]))
+    found = [t["ground_truth"] for t in search.get("trials") or [] if t["ground_truth"] is not None]
+    search["ground_truth"] = {
+        "table": truth.source, "metric_column": truth.metric, "optimum": truth.optimum, "best_arch": chosen,
+        "regret": None if chosen is None else truth.optimum - chosen,
+        "best_evaluated": max(found) if found else None,
+        "candidates_missing_from_table": missing}
+    if chosen is None:
+        log(f"ground truth: the chosen architecture is not in {truth.source}: no regret")
+    else:
+        log(f"ground truth: chosen architecture {chosen:.4f}, table optimum {truth.optimum:.4f}, "
+            f"regret {truth.optimum - chosen:.4f}")
+    if missing:
+        log(f"ground truth: {missing} candidate(s) are not in {truth.source}")
+
+
+def truth_by_arch(search: dict) -> dict[str, float]:
+    return {t["arch"]: t["ground_truth"] for t in search.get("trials") or [] if t.get("ground_truth") is not None}
 
 
 def _json_default(value):

@@ -15,9 +15,11 @@ def experiment_name(config) -> str:
     return config.tracking.experiment or config.name
 
 
-def start_tracking(config, out: Path, *, resume: bool, log: Log) -> ExperimentTracker | None:
+def start_tracking(config, out: Path, *, resume: bool, log: Log, tags: dict[str, str] | None = None
+                   ) -> ExperimentTracker | None:
     """Check the tracking store (fail fast) and open the experiment's parent run; None when
-    ``tracking.enabled`` is false."""
+    ``tracking.enabled`` is false. ``tags`` (on every run) default to a search's strategy,
+    selector and space."""
     if not config.tracking.enabled:
         return None
     location = resolve_location(config.tracking.uri, out)
@@ -25,7 +27,7 @@ def start_tracking(config, out: Path, *, resume: bool, log: Log) -> ExperimentTr
     name, _ = config.space_spec()
     tracker = ExperimentTracker.start(
         location, experiment_name(config), out, resume=resume, run_name=config.name,
-        tags={"strategy": config.search.strategy, "selector": config.selection.policy, "space": name},
+        tags=tags or {"strategy": config.search.strategy, "selector": config.selection.policy, "space": name},
         params=flatten(config.model_dump(mode="json")))
     tracker.log_file(tracker.parent_run_id, out / "config.json")
     shown = f"embedded store {location.uri}" if location.embedded else location.uri
@@ -118,6 +120,20 @@ def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) ->
         tracker.log_dict(parent, search["history"], "search/supernet_history.json")
     if search.get("selector_history"):
         log_selector_history(tracker, parent, search["selector_history"], "supernet's selector")
+
+
+def log_ground_truth(tracker: ExperimentTracker, ground_truth: Mapping[str, Any], by_arch: Mapping[str, float]) -> None:
+    """The search's regret on the parent run and each candidate's ground truth on its run."""
+    from frugalnas.track.runs import ARCH_TAG
+
+    parent = tracker.parent_run_id
+    tracker.log_metrics(parent, {f"ground_truth_{k}": v for k, v in ground_truth.items()
+                                 if k in ("optimum", "best_arch", "regret", "best_evaluated") and v is not None})
+    tracker.set_tags(parent, {"frugalnas.ground_truth_table": ground_truth["table"]})
+    for run in tracker.candidate_runs():
+        value = by_arch.get(run.data.tags.get(ARCH_TAG))
+        if value is not None:
+            tracker.log_metrics(run.info.run_id, {"ground_truth": value})
 
 
 def accuracy_size_front(trials: list[dict], metric: str = "accuracy") -> list[dict]:
