@@ -225,6 +225,14 @@ class FidelityArm(SelectionConfig):
     max_budget: Optional[int] = Field(None, ge=1, description="skip budgets above this many images for this arm "
                                       "(to afford the largest budgets for fewer arms)")
 
+    @field_validator("curriculum_stages")
+    @classmethod
+    def _no_epoch_curriculum(cls, stages: int) -> int:
+        if stages:
+            raise ValueError("a rising mastery threshold is placed over a number of epochs, and a fidelity arm trains "
+                             "to image budgets instead: use 0")
+        return stages
+
 
 class FidelityTrainConfig(Section):
     """How every proxy trains (SGD with Nesterov momentum; the schedule runs over the image budget)."""

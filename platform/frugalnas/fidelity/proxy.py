@@ -73,11 +73,11 @@ class ProxyRun:
     def _trainer(self, budget: int, schedule_images: int | None = None) -> SelectorTrainer:
         torch.manual_seed(self.seed)  # the same initial weights for this architecture in every arm
         model = self.space.build(self.arch, self.num_classes, self.channels)
-        settings = dict(self.settings)
+        settings = {**self.settings, **self.selector_inputs}  # prepared inputs fill the settings left empty
         policy = settings.pop("policy")
         settings.pop("max_budget", None)
         selector = selector_from_settings(policy, self.train_data.ids, self.train_data.labels, seed=self.seed,
-                                          **self.selector_inputs, **settings)
+                                          **settings)
         train = TrainSettings(epochs=None, images_budget=budget, schedule_images=schedule_images, seed=self.seed,
                               **self.train)
         return SelectorTrainer(model, self.train_data, selector, train)

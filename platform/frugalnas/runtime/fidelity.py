@@ -141,8 +141,8 @@ def load_cached(folder: Path, grid: list[dict]) -> dict[str, dict]:
 
 
 def load_selector_inputs(paths: dict) -> dict:
-    """The policy's extra inputs, loaded from the files the driver prepared (latents for dds)."""
-    inputs = {}
+    """The policy's extra inputs, loaded from the files the driver prepared."""
+    inputs = dict(paths)
     if paths.get("latents"):
         from frugalnas.embed import load_latents
 
@@ -183,30 +183,49 @@ def free_baselines(names, space, archs, num_classes: int, channels: int, image_s
 
 
 def prepare_selector_inputs(config: ExperimentConfig, dataset_dir: Path, log: Log) -> tuple[dict, dict]:
-    """(arm -> input paths, one-off costs): the autoencoder DDS needs, trained once and shared."""
-    from frugalnas.runtime.experiment import autoencoder_size
-    from frugalnas.selection.factory import needs_latents
+    """(arm -> what its policy needs, as file paths; one-off costs): the autoencoder DDS swaps with and
+    the reference model whose prediction entropies the entropy selector samples by, each made once
+    per dataset and settings (cached beside the dataset) and shared by every arm that needs it."""
+    from frugalnas.selection.factory import needs_entropy, needs_latents
 
     inputs, one_off = {}, {}
     for name, arm in config.fidelity.arms.items():
+        inputs[name] = {}
         if needs_latents(arm.policy):
             if "embedding" not in one_off:
-                from frugalnas.embed.latents import ensure_embedding
+                one_off["embedding"] = _embedding(config, dataset_dir, log)
+            inputs[name]["latents"] = one_off["embedding"]["path"]
+        if needs_entropy(arm.policy) and not arm.entropy_scores:
+            if "entropy_reference" not in one_off:
+                one_off["entropy_reference"] = _entropy_reference(config, dataset_dir, log)
+            inputs[name]["entropy_scores"] = one_off["entropy_reference"]["path"]
+    return {name: paths for name, paths in inputs.items() if paths}, one_off
 
-                settings = config.embedding
-                size = settings.image_size or autoencoder_size(open_dataset(dataset_dir).card["image_size"])
-                log(f"one-off: {settings.kind} autoencoder (latent {settings.latent_dim}, {settings.epochs} epochs)")
-                started = time.perf_counter()
-                report = ensure_embedding(dataset_dir, kind=settings.kind, latent_dim=settings.latent_dim,
-                                          epochs=settings.epochs, image_size=size, seed=config.seed)
-                one_off["embedding"] = {
-                    "kind": settings.kind, "latent_dim": settings.latent_dim, "epochs": settings.epochs,
-                    "path": report["path"], "knn_agreement": report.get("knn_agreement"),
-                    "pixel_knn_agreement": report.get("pixel_knn_agreement"),
-                    "images_processed": report.get("images_processed"),
-                    "wall_seconds": report.get("wall_seconds", round(time.perf_counter() - started, 3))}
-            inputs[name] = {"latents": one_off["embedding"]["path"]}
-    return inputs, one_off
+
+def _embedding(config: ExperimentConfig, dataset_dir: Path, log: Log) -> dict:
+    from frugalnas.embed.latents import default_image_size, ensure_embedding
+
+    settings = config.embedding
+    size = settings.image_size or default_image_size(open_dataset(dataset_dir).card)
+    log(f"one-off: {settings.kind} autoencoder (latent {settings.latent_dim}, {settings.epochs} epochs, {size} px)")
+    report = ensure_embedding(dataset_dir, kind=settings.kind, latent_dim=settings.latent_dim, epochs=settings.epochs,
+                              image_size=size, seed=settings.seed)
+    if report.get("warning"):
+        log(f"one-off: warning: {report['warning']}")
+    return {"kind": settings.kind, "latent_dim": settings.latent_dim, "epochs": settings.epochs, "path": report["path"],
+            "knn_agreement": report.get("knn_agreement"), "pixel_knn_agreement": report.get("pixel_knn_agreement"),
+            "warning": report.get("warning"), "images_processed": report.get("images_processed"),
+            "wall_seconds": report.get("train_seconds")}
+
+
+def _entropy_reference(config: ExperimentConfig, dataset_dir: Path, log: Log) -> dict:
+    from frugalnas.train.reference import ensure_entropy_scores
+
+    ref = config.reference
+    log(f"one-off: entropy reference model {ref.arch}, {ref.epochs} epochs on the whole train split")
+    report = ensure_entropy_scores(dataset_dir, **ref.model_dump())
+    return {"arch": ref.arch, "epochs": ref.epochs, "path": report["path"],
+            "images_processed": report.get("images_processed"), "wall_seconds": report.get("train_seconds")}
 
 
 def eval_ids(dataset, split: str, n: int | None, seed: int) -> list[int] | None:
