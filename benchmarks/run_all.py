@@ -22,6 +22,7 @@ BENCHMARKS = [
     ("search_cost.py", "search_cost"),
     ("darts_selection.py", "darts_selection"),
     ("compression.py", "compression"),
+    ("detection_search.py", "detection_search"),
 ]
 
 HEADER = """# Benchmark results

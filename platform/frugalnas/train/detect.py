@@ -231,6 +231,7 @@ class DetectionTraining:
         self.planned_epoch = -1  # the trainer epoch the current list was planned for
         self.trainer = None
         self._marks: dict[str, float] = {}
+        self.first_epoch_started: float | None = None  # perf_counter() when the trainer began its first epoch
         self._epoch_feedback: tuple[float | None, float] = (None, 0.0)
 
     # -- selection ----------------------------------------------------------------------------
@@ -271,6 +272,8 @@ class DetectionTraining:
                 trainer._close_dataloader_mosaic()  # the new loader starts with Mosaic on again
             self.loaded_ids = self.current_ids
         self._marks = {"start": time.perf_counter()}
+        if self.first_epoch_started is None:
+            self.first_epoch_started = self._marks["start"]
 
     def _on_train_epoch_end(self, trainer) -> None:
         self._marks["trained"] = time.perf_counter()
