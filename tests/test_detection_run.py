@@ -166,8 +166,8 @@ def test_the_tune_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(
     context = detect_candidates.DetectionContext(
         dataset_dir=str(dataset.root), export_dir=str(export.root),
         space={"family": "yolo", "width_multiples": [0.125], "repeats": [1]},
-        selection={"policy": "random", "subset_size": 32},
-        train=asdict(DetectionSettings(epochs=2, batch_size=16, image_size=64, train_args=TRAIN_ARGS)))
+        selection={"policy": "dynamic-random", "subset_size": 32, "hardness": 0.3, "mastery": 0.05, "warmup_epochs": 1},
+        train=asdict(DetectionSettings(epochs=2, batch_size=16, image_size=64, hardness="f1", train_args=TRAIN_ARGS)))
     reports, saved = [], tmp_path / "saved"
 
     class Context:
@@ -189,6 +189,7 @@ def test_the_tune_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(
     detect_candidates.train_detection_candidate({"arch": TINY_ARCH}, context)
     assert [r["epoch"] for r in reports] == [1, 2]
     assert [r["images_processed"] for r in reports] == [32, 64]
-    for key in ("map50_95", "map50", "params", "flops", "setup_seconds", "train_seconds", "val_seconds"):
+    for key in ("map50_95", "map50", "params", "flops", "setup_seconds", "train_seconds", "val_seconds",
+                "hardness_seconds", "train_accuracy"):  # the F1 hardness pass ran for dynamic-random
         assert key in reports[-1]
     assert reports[-1]["arch"] == TINY_ARCH and reports[-1]["params"] > 0

@@ -46,7 +46,7 @@ IOU_MATCH = 0.5
 FOUND_CONF = 0.25
 #: ultralytics arguments frugalnas sets itself (the rest of its training arguments go in ``train_args``).
 RESERVED_ARGS = ("model", "data", "epochs", "imgsz", "batch", "device", "project", "name", "exist_ok", "resume",
-                 "seed", "plots", "save", "val", "verbose", "mode", "task", "workers", "split", "fraction",
+                 "seed", "plots", "save", "val", "verbose", "mode", "task", "split", "fraction",
                  "time", "save_dir")
 
 
@@ -313,11 +313,13 @@ class DetectionTraining:
 
     def overrides(self, data_yaml: Path, resume_from: Path | None) -> dict:
         settings = self.settings
-        args = {**settings.train_args, "data": str(data_yaml), "epochs": settings.epochs, "imgsz": settings.image_size,
-                "batch": settings.batch_size, "device": settings.device, "seed": settings.seed, "workers": 0,
+        # defaults the user may change in train_args: no dataloader worker processes (on CPU ultralytics
+        # uses none anyway), no AMP (its check on CUDA downloads a model)
+        args = {"workers": 0, "amp": False, **settings.train_args,
+                "data": str(data_yaml), "epochs": settings.epochs, "imgsz": settings.image_size,
+                "batch": settings.batch_size, "device": settings.device, "seed": settings.seed,
                 "project": str(self.workdir), "name": "ultralytics", "exist_ok": True, "plots": False,
                 "save": True, "val": True, "verbose": False}
-        args.setdefault("amp", False)  # AMP's check on CUDA downloads a model
         if resume_from is not None:
             args.update(model=str(resume_from), resume=str(resume_from))
         else:
