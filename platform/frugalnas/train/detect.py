@@ -212,7 +212,7 @@ class DetectionTraining:
     ``model`` is an ultralytics model YAML (a fresh start) and ``workdir`` holds the run's image
     lists, its data YAML and ultralytics' run folder (``workdir/ultralytics``, with ``weights/last.pt``
     and ``best.pt``). ``on_epoch(epoch, training)`` is called after each epoch's validation and
-    checkpoint; :meth:`checkpoint_files` names what a resumable checkpoint must keep.
+    ultralytics' own ``last.pt``; :meth:`save_checkpoint` writes what resumes the run from there.
     """
 
     def __init__(self, model: str | Path, export: YoloExport, selector: Selector, settings: DetectionSettings,
