@@ -208,7 +208,7 @@ def embed(dataset, kind, latent_dim, epochs, image_size, attention_weight, seed,
 @click.argument("dataset", type=click.Path())
 @click.option("--arch", default="baseline:cnn", show_default=True,
               help="SPACE:ARCH, e.g. baseline:cnn or nb201:'|nor_conv_3x3~0|+|...|'.")
-@click.option("--selector", type=click.Choice(["full", "stream", "random", "entropy", "dynamic-random", "dds"]),
+@click.option("--selector", type=click.Choice(["full", "stream", "random", "entropy", "dynamic-random", "dds", "dds-coverage"]),
               default="dds",
               show_default=True, help="Which images each epoch trains on (see the README's selector table).")
 @click.option("--subset-size", type=int, default=100, show_default=True,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from frugalnas.errors import ConfigError
 from frugalnas.validation import describe
 
-Policy = Literal["full", "stream", "random", "entropy", "dynamic-random", "dds"]
+Policy = Literal["full", "stream", "random", "entropy", "dynamic-random", "dds", "dds-coverage"]
 
 
 class Section(BaseModel):
@@ -94,6 +94,8 @@ class SelectionConfig(Section):
     entropy_bin_width: float = Field(0.5, gt=0, description="entropy: log10 bin width (the paper: 0.5 for CIFAR-10)")
     entropy_scores: Optional[str] = Field(None, description="entropy: a Parquet file of (id, entropy) per training "
                                           "image; default: scored by the reference model")
+    coverage_quantile: float = Field(0.9, gt=0, le=1, description="dds-coverage: replacements come from the share "
+                                     "of each class nearest its latent centroid")
 
 
 class ReferenceConfig(Section):
