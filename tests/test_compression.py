@@ -262,7 +262,7 @@ def test_small_detection_study_end_to_end(tmp_path, ray_session):
     out = tmp_path / "study"
     result = run("compression", str(Path(JOB).with_name("compression_detect_shapes.yaml")),
                  "--set", "dataset.source=shapes:120", "--set", "compression.levels={jpeg: [10]}",
-                 "--set", "compression.recovery={jpeg: [10]}", "--set", "compression.bootstrap=50",
+                 "--set", "compression.recovery={jpeg: [10]}", "--set", "compression.bootstrap=100",
                  "--set", "final.epochs=2", "--out", str(out), "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
