@@ -186,7 +186,7 @@ def test_small_study_end_to_end_and_resume(tmp_path, ray_session):
 
     client = mlflow.MlflowClient(summary["tracking"]["uri"])
     parent = client.get_run(summary["tracking"]["run_id"])
-    assert parent.info.status == "FINISHED" and parent.data.tags["frugalnas.kind"] == "compression"
+    assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "compression"
     assert parent.data.metrics["reference_accuracy"] == pytest.approx(reference["accuracy"])
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")

@@ -64,11 +64,14 @@ def run_compression(config: ExperimentConfig, out: str | Path | None = None, *, 
     (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
     (out / STUDY_FILE).write_text(json.dumps({"kind": "compression", "experiment": config.name}) + "\n")
     ray_address()  # a wrong RAY_ADDRESS fails here, before any work
-    tracker = tracking.start_tracking(config, out, resume=resume, log=log)
-    if tracker:
-        tracker.set_tags(tracker.parent_run_id, {"frugalnas.kind": "compression"})
+    name, _ = config.space_spec()
+    settings = config.compression or CompressionConfig()
+    tracker = tracking.start_tracking(config, out, resume=resume, log=log, tags={
+        "kind": "compression", "model": settings.model,
+        # for the two-stage searches' runs
+        "strategy": config.search.strategy, "selector": config.selection.policy, "space": name})
     try:
-        summary = _study(config, config.compression or CompressionConfig(), out, resume, log, tracker, started)
+        summary = _study(config, settings, out, resume, log, tracker, started)
     except (SearchInterrupted, StudyInterrupted, KeyboardInterrupt):
         if tracker:
             tracker.finish("KILLED")
