@@ -450,7 +450,7 @@ def ui(out, host, port):
 def _attach_commands() -> None:
     """Commands defined next to their feature (they import helpers from this module)."""
     from frugalnas.compression.cli import compression_command, recode_command
-    from frugalnas.data.cli_export import export_command
+    from frugalnas.export.cli_export import export_command  # models; stored datasets go to data/cli_export
     from frugalnas.fidelity.cli import fidelity_command
     from frugalnas.strategies.cli_bench import bench_searchers_command
 

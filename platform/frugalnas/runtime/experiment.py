@@ -234,17 +234,12 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
     final = task_final(card["task"])(config, space, best, dataset_dir, out, log)
     model = final.pop("model")
-    tracked = None
-    if tracker:
-        version = tracking.log_final(tracker, config, space, best, model, final)
-        tracked = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
-                   "experiment": tracking.experiment_name(config), "experiment_id": tracker.experiment_id,
-                   "run_id": tracker.parent_run_id, "registered_model_version": version}
     summary = {
         "experiment": config.name,
         "strategy": config.search.strategy,
         "selection": config.selection.policy,
         "space": name,
+        "space_settings": space.config.model_dump(mode="json"),
         "best_arch": search["best_arch"],
         "search_images_processed": int(search["images_processed"]),
         "search_wall_seconds": round(search["wall_seconds"], 3),
@@ -255,10 +250,17 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
         "embedding": embedding and {k: embedding[k] for k in ("kind", "latent_dim", "knn_agreement",
                                                                "pixel_knn_agreement", "path")},
         "output_dir": str(out),
-        "tracking": tracked,
         **{k: v for k, v in search.items()
            if k not in ("best_arch", "images_processed", "wall_seconds", "selector_history")},
     }
+    export = export_after_run(out, summary, config, log)
+    summary["export"] = {k: v for k, v in export.items() if k != "context"}
+    summary["tracking"] = None
+    if tracker:
+        version = tracking.log_final(tracker, config, space, best, model, final, export=export, summary=summary)
+        summary["tracking"] = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
+                               "experiment": tracking.experiment_name(config), "experiment_id": tracker.experiment_id,
+                               "run_id": tracker.parent_run_id, "registered_model_version": version}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     if tracker:
         tracking.log_summary(tracker, out / "summary.json", summary)
@@ -306,6 +308,23 @@ def annotate_ground_truth(search: dict, truth, space, log: Log) -> None:
 
 def truth_by_arch(search: dict) -> dict[str, float]:
     return {t["arch"]: t["ground_truth"] for t in search.get("trials") or [] if t.get("ground_truth") is not None}
+
+
+def export_after_run(out: Path, summary: dict, config: ExperimentConfig, log: Log) -> dict:
+    """The run's model as deployable files in ``OUT/export`` (``frugalnas export``'s default formats).
+    A failure is reported in the summary, not raised: the search and the trained model are kept."""
+    from frugalnas.export.bundle import default_formats, load_run, write_bundle
+
+    # what export reads; written again at the end with the export and tracking entries
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    try:
+        context = load_run(out)
+        log(f"export: {out / 'export'}")
+        report = write_bundle(context, out / "export", default_formats(context.model is None), log)
+    except Exception as error:  # noqa: BLE001 (any failure: the run's results must not be lost to it)
+        log(f"export: failed ({type(error).__name__}: {error}); try again with `frugalnas export {out}`")
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {**report, "context": context}
 
 
 def _json_default(value):

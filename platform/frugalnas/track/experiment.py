@@ -30,6 +30,9 @@ def start_tracking(config, out: Path, *, resume: bool, log: Log, tags: dict[str,
         tags=tags or {"strategy": config.search.strategy, "selector": config.selection.policy, "space": name},
         params=flatten(config.model_dump(mode="json")))
     tracker.log_file(tracker.parent_run_id, out / "config.json")
+    from frugalnas.track.ui import share_leaderboard_view
+
+    share_leaderboard_view(tracker.client, tracker.experiment_id)  # accuracy and images first in the runs table
     shown = f"embedded store {location.uri}" if location.embedded else location.uri
     log(f"tracking: MLflow experiment {experiment_name(config)!r}, run {tracker.parent_run_id} ({shown})")
     return tracker
@@ -76,14 +79,16 @@ def describe_experiment(tracker: ExperimentTracker, run_name: str) -> None:
 
     The experiment description (tag ``mlflow.note.content``) is shown on MLflow's experiment page,
     so comparing the candidates is one click from there; it names the latest run."""
-    from frugalnas.track.ui import compare_runs_fragment
+    from frugalnas.track.ui import compare_runs_fragment, leaderboard_fragment
 
     candidates = tracker.candidate_runs()
     if not candidates:
         return
     link = compare_runs_fragment([r.info.run_id for r in candidates], [tracker.experiment_id])
+    leaderboard = leaderboard_fragment(tracker.experiment_id)
     text = (f"**[Compare the {len(candidates)} candidates of run {run_name} side by side]({link})** "
-            f"(accuracy, images processed, params, strategy, selector, architecture choices).\n\n"
+            f"(accuracy, images processed, params, strategy, selector, architecture choices); "
+            f"**[the leaderboard]({leaderboard})**: every run by accuracy, score and cost columns first.\n\n"
             f"Candidates are nested under their experiment run `{tracker.parent_run_id}`; sorting the runs "
             "table by a metric lists them all.")
     tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", text)
@@ -144,8 +149,10 @@ def accuracy_size_front(trials: list[dict], metric: str = "accuracy") -> list[di
     return [row for _, row in pareto_front([(t["arch"], t) for t in rows], [metric, "-params"])]
 
 
-def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Mapping[str, Any]) -> str | None:
-    """The retrained model: metrics, architecture file, the model itself, its registry version."""
+def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Mapping[str, Any],
+              export: Mapping[str, Any] | None = None, summary: Mapping[str, Any] | None = None) -> str | None:
+    """The retrained model: metrics, architecture file, the model itself (with the export files of
+    ``frugalnas export`` beside it), its registry version (tagged with the search's summary)."""
     parent = tracker.parent_run_id
     tracker.log_metrics(parent, {k: v for k, v in final.items()
                                  if k.startswith("final_") and isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -155,11 +162,37 @@ def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Map
     tracker.log_dict(parent, {"space": name, "space_settings": space.config.model_dump(mode="json"),
                               "arch": str(arch), "choices": arch_params(space, arch)}, "model/architecture.json")
     tracker.log_params(parent, {"best_" + k: v for k, v in arch_params(space, arch).items()})
+    export = export or {}
+    files = [Path(export["folder"]) / f for f in export.get("files", [])] if export.get("folder") else []
+    context = export.get("context")
     version = tracker.log_model(model, registered_name=experiment_name(config) if config.tracking.register_model
-                                else None)
+                                else None, input_example=getattr(context, "inputs", None), extra_files=files,
+                                version_tags=summary_tags(summary or {}))
     if version:
         tracker.set_tags(parent, {"frugalnas.registered_model": f"{experiment_name(config)}/{version}"})
     return version
+
+
+#: Summary entries that go on the registered model version as tags (``frugalnas.<key>``).
+SUMMARY_TAGS = ("experiment", "strategy", "selection", "space", "best_arch", "final_test_accuracy",
+                "final_test_map50_95", "final_params", "final_epochs", "search_images_processed",
+                "search_wall_seconds", "total_wall_seconds", "search_engine", "scheduler")
+
+
+def summary_tags(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The search's summary as model-version tags: the headline entries, the dataset and the export."""
+    tags = {f"frugalnas.{k}": summary[k] for k in SUMMARY_TAGS if summary.get(k) is not None}
+    dataset = summary.get("dataset") or {}
+    for key in ("name", "codec", "quality"):
+        if dataset.get(key) is not None:
+            tags[f"frugalnas.dataset.{key}"] = dataset[key]
+    export = summary.get("export") or {}
+    if export.get("formats"):
+        tags["frugalnas.export_formats"] = ",".join(export["formats"])
+    trials = summary.get("trials") or []
+    if trials:
+        tags["frugalnas.candidates"] = len(trials)
+    return {k: str(v) for k, v in tags.items()}
 
 
 def log_summary(tracker: ExperimentTracker, summary_path: Path, summary: Mapping[str, Any]) -> None:
