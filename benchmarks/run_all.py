@@ -18,6 +18,7 @@ BENCHMARKS = [
     ("selection.py", "selection"),
     ("selection_repairs.py", "selection_repairs"),
     ("searchers_nb201_like.py", "searchers"),
+    ("searchers_nb201.py", "searchers_nb201"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
     ("darts_selection.py", "darts_selection"),
