@@ -150,6 +150,21 @@ def test_detection_search_end_to_end_and_the_exported_model_works_in_ultralytics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "ultralytics")}
     assert artifacts == {"ultralytics/best.yaml", "ultralytics/best.pt"}
 
+    # frugalnas export: the run's OUT/export holds the ultralytics files, the architecture and the card,
+    # and the registered model version carries them and the summary
+    assert set(summary["export"]["formats"]) == {"ultralytics", "architecture", "card"}
+    assert (out / "export" / "best.pt").read_bytes() == (out / "best.pt").read_bytes()
+    doc = yaml.safe_load((out / "export" / "architecture.yaml").read_text())
+    assert doc["task"] == "detection" and doc["arch"] == summary["best_arch"] and doc["family"] == "yolo"
+    assert doc["test_map50_95"] == summary["final_test_map50_95"] and doc["choices"]
+    assert "test mAP50-95" in (out / "export" / "MODEL_CARD.md").read_text()
+    version = client.get_model_version(summary["tracking"]["experiment"], summary["tracking"]["registered_model_version"])
+    assert version.tags["frugalnas.best_arch"] == summary["best_arch"]
+    assert float(version.tags["frugalnas.final_test_map50_95"]) == pytest.approx(summary["final_test_map50_95"])
+    again = CliRunner().invoke(cli, ["export", str(out), "--to", str(tmp_path / "again"), "--json"])
+    assert again.exit_code == 0, again.output
+    assert YOLO(str(tmp_path / "again" / "best.pt")).names == loaded.names
+
 
 @pytest.mark.slow
 def test_the_tune_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(shapes, tmp_path, monkeypatch):
