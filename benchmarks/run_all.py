@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("darts_selection.py", "darts_selection"),
     ("compression.py", "compression"),
     ("detection_search.py", "detection_search"),
+    ("attention_embedding.py", "attention_embedding"),
 ]
 
 HEADER = """# Benchmark results

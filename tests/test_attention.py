@@ -63,7 +63,7 @@ def test_the_latent_sees_only_what_the_gate_lets_through():
     a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     assert not torch.allclose(model.encode(a), model.encode(b))
     with torch.no_grad():
-        model.gate.bias.fill_(-1e4)  # a closed gate: nothing of the image reaches the latent
+        model.gate[-1].bias.fill_(-1e4)  # a closed gate: nothing of the image reaches the latent
     torch.testing.assert_close(model.encode(a), model.encode(b))
 
 
