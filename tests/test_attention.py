@@ -156,8 +156,10 @@ def test_default_image_size():
 
 
 def test_config_allows_attention_only_for_detection_data():
-    parse_config({"name": "a", "dataset": {"source": "voc:/data/voc"}, "embedding": {"kind": "attention"}})
-    parse_config({"name": "a", "dataset": {"source": "shapes", "task": "detection"}, "embedding": {"kind": "attention"}})
+    parse_config({"name": "a", "dataset": {"source": "voc:/data/voc"}, "embedding": {"kind": "attention"},
+                 "space": "yolo"})
+    parse_config({"name": "a", "dataset": {"source": "shapes", "task": "detection"}, "embedding": {"kind": "attention"},
+                 "space": "yolo"})
     with pytest.raises(ConfigError, match="embedding.kind: 'attention' .* needs a detection data set"):
         parse_config({"name": "a", "dataset": {"source": "digits"}, "embedding": {"kind": "attention"}})
     with pytest.raises(ConfigError, match="embedding.kind"):
