@@ -69,6 +69,7 @@ class ProxyRun:
     checkpoints: bool = False
     schedule_images: int | None = None  # checkpoints: the schedule's length (default: the largest budget)
     selector_inputs: dict = field(default_factory=dict)
+    last_trainer: SelectorTrainer | None = field(default=None, init=False, repr=False)  # for inspection
 
     def _trainer(self, budget: int, schedule_images: int | None = None) -> SelectorTrainer:
         torch.manual_seed(self.seed)  # the same initial weights for this architecture in every arm
@@ -100,7 +101,8 @@ class ProxyRun:
         if not remaining:
             return
         if self.checkpoints:
-            trainer = self._trainer(remaining[0], schedule_images=self.schedule_images or self.budgets[-1])
+            trainer = self.last_trainer = self._trainer(remaining[0], schedule_images=self.schedule_images or
+                                                        self.budgets[-1])
             if state is not None:
                 trainer.load_state_dict(state["trainer"])
             started = time.perf_counter() - (done[-1]["seconds"] if done else 0.0)
@@ -114,7 +116,7 @@ class ProxyRun:
         else:
             for budget in remaining:
                 started = time.perf_counter()
-                trainer = self._trainer(budget)
+                trainer = self.last_trainer = self._trainer(budget)
                 while not trainer.done:
                     trainer.run_epoch()
                 record = self._score(trainer, budget, started)
