@@ -19,6 +19,8 @@ BENCHMARKS = [
     ("selection_repairs.py", "selection_repairs"),
     ("searchers_nb201_like.py", "searchers"),
     ("searchers_nb201.py", "searchers_nb201"),
+    ("fidelity_nb201.py", "fidelity_nb201"),
+    ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
     ("darts_selection.py", "darts_selection"),
