@@ -31,7 +31,7 @@ def export_command(ctx, source, formats, to, dataset, tracking_uri, out, splits,
     """Export SOURCE, the output folder of a finished `frugalnas run` (or a registered MLflow model,
     models:/NAME/VERSION), as files that need no frugalnas to use. SOURCE may also be a stored
     detection dataset (a folder with dataset.json, from `frugalnas ingest`): it is then written as a
-    YOLO folder for ultralytics (--out, --split), see `frugalnas export --help` below.
+    YOLO folder for ultralytics (--out, --split; last paragraph below).
 
     \b
     torchscript   model.ts      torch.jit.load("model.ts")
