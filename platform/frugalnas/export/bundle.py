@@ -23,6 +23,12 @@ CHECK_IMAGES = 16  # test images in the check batch
 ORDER = ("torchscript", "pt2", "onnx", "ultralytics", "architecture", "card")  # the card describes the others
 
 
+def _order(name: str) -> float:
+    """Where a format is written: the model files first, the card last (a newly registered format
+    goes before the architecture and the card, which describe what was written)."""
+    return ORDER.index(name) if name in ORDER else ORDER.index("architecture") - 0.5
+
+
 def default_formats(detection: bool = False) -> list[str]:
     """What an export writes unless told otherwise: every model format that is installed, the
     architecture and the card (ONNX only with the optional extra); ultralytics files for detection."""
@@ -37,7 +43,7 @@ def parse_formats(text: str | Sequence[str] | None, detection: bool = False) -> 
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     for name in names:
         EXPORT_FORMATS.get(name)  # an unknown name lists the allowed ones
-    return sorted(set(names), key=ORDER.index)
+    return sorted(set(names), key=_order)
 
 
 def architecture_document(*, space_name: str, space, arch, summary: Mapping[str, Any], card: Mapping[str, Any],
@@ -96,7 +102,7 @@ def write_bundle(ctx: ExportContext, to: Path, formats: Sequence[str],
     also written as ``to/export.json``."""
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
-    formats = sorted(set(formats), key=ORDER.index)
+    formats = sorted(set(formats), key=_order)
     ctx.written = {}
     for name in formats:
         entry = EXPORT_FORMATS.get(name)(ctx, to)
