@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_PINS)
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,onnx]'
 	@touch $(STAMP)
 
 # The quickstart: DDS-NAS with regularized evolution and ASHA on the built-in digits, tracked in MLflow.

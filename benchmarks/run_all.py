@@ -18,10 +18,16 @@ BENCHMARKS = [
     ("selection.py", "selection"),
     ("selection_repairs.py", "selection_repairs"),
     ("searchers_nb201_like.py", "searchers"),
+    ("searchers_nb201.py", "searchers_nb201"),
+    ("searchers_nb201_settings.py", "searchers_nb201_settings"),
+    ("fidelity_nb201.py", "fidelity_nb201"),
+    ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
     ("darts_selection.py", "darts_selection"),
     ("compression.py", "compression"),
+    ("detection_search.py", "detection_search"),
+    ("attention_embedding.py", "attention_embedding"),
     ("faults.py", "faults"),
 ]
 

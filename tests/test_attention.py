@@ -63,7 +63,7 @@ def test_the_latent_sees_only_what_the_gate_lets_through():
     a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     assert not torch.allclose(model.encode(a), model.encode(b))
     with torch.no_grad():
-        model.gate.bias.fill_(-1e4)  # a closed gate: nothing of the image reaches the latent
+        model.gate[-1].bias.fill_(-1e4)  # a closed gate: nothing of the image reaches the latent
     torch.testing.assert_close(model.encode(a), model.encode(b))
 
 
@@ -156,8 +156,10 @@ def test_default_image_size():
 
 
 def test_config_allows_attention_only_for_detection_data():
-    parse_config({"name": "a", "dataset": {"source": "voc:/data/voc"}, "embedding": {"kind": "attention"}})
-    parse_config({"name": "a", "dataset": {"source": "shapes", "task": "detection"}, "embedding": {"kind": "attention"}})
+    parse_config({"name": "a", "dataset": {"source": "voc:/data/voc"}, "embedding": {"kind": "attention"},
+                 "space": "yolo"})
+    parse_config({"name": "a", "dataset": {"source": "shapes", "task": "detection"}, "embedding": {"kind": "attention"},
+                 "space": "yolo"})
     with pytest.raises(ConfigError, match="embedding.kind: 'attention' .* needs a detection data set"):
         parse_config({"name": "a", "dataset": {"source": "digits"}, "embedding": {"kind": "attention"}})
     with pytest.raises(ConfigError, match="embedding.kind"):

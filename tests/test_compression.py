@@ -186,7 +186,7 @@ def test_small_study_end_to_end_and_resume(tmp_path, ray_session):
 
     client = mlflow.MlflowClient(summary["tracking"]["uri"])
     parent = client.get_run(summary["tracking"]["run_id"])
-    assert parent.info.status == "FINISHED" and parent.data.tags["frugalnas.kind"] == "compression"
+    assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "compression"
     assert parent.data.metrics["reference_accuracy"] == pytest.approx(reference["accuracy"])
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -201,3 +201,85 @@ def test_small_study_end_to_end_and_resume(tmp_path, ray_session):
     assert "training" not in resumed.stderr and "searching" not in resumed.stderr
     second = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert second["levels"] == summary["levels"] and second["recovery"] == summary["recovery"]
+
+
+# ---------------------------------------------------------------- detection
+
+
+def _detection_stats(seed: int, images: int = 30) -> dict:
+    """Matched predictions of a made-up detector: 1-3 boxes per image of 3 classes, predictions that
+    find most of them at varied IoU thresholds, plus false alarms."""
+    rng = np.random.default_rng(seed)
+    parts = {k: [] for k in ("tp", "conf", "pred_cls", "pred_image", "target_cls", "target_image")}
+    for image in range(images):
+        classes = rng.integers(0, 3, size=rng.integers(1, 4))
+        parts["target_cls"].append(classes)
+        parts["target_image"].append(np.full(len(classes), image))
+        found = classes[rng.random(len(classes)) < 0.7]
+        alarms = rng.integers(0, 3, size=rng.integers(0, 3))
+        cls = np.concatenate([found, alarms])
+        depth = np.concatenate([rng.integers(1, 11, size=len(found)), np.zeros(len(alarms), int)])
+        parts["tp"].append(np.arange(10)[None, :] < depth[:, None])  # right at the first `depth` thresholds
+        parts["conf"].append(np.concatenate([rng.uniform(0.4, 1, len(found)), rng.uniform(0, 0.6, len(alarms))]))
+        parts["pred_cls"].append(cls)
+        parts["pred_image"].append(np.full(len(cls), image))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def test_detection_map_counts_each_resampled_image_as_often_as_drawn():
+    from ultralytics.utils.metrics import ap_per_class
+
+    from frugalnas.compression.detection import mean_ap
+
+    stats = _detection_stats(0)
+    full = mean_ap(stats)
+    ap = ap_per_class(stats["tp"], stats["conf"], stats["pred_cls"], stats["target_cls"])[5]
+    assert full == pytest.approx((ap.mean(), ap[:, 0].mean()))
+    assert 0.1 < full[0] < full[1] < 1
+    assert mean_ap(stats, np.full(30, 3)) == pytest.approx(full)  # every image three times: the same curves
+    keep = np.zeros(30, int)
+    keep[:10] = 1  # the first ten images only
+    subset = {k: v[stats[("pred_image" if k in ("tp", "conf", "pred_cls") else "target_image")] < 10]
+              for k, v in stats.items() if k not in ("pred_image", "target_image")}
+    subset["pred_image"] = stats["pred_image"][stats["pred_image"] < 10]
+    subset["target_image"] = stats["target_image"][stats["target_image"] < 10]
+    assert mean_ap(stats, keep) == pytest.approx(mean_ap(subset))
+    boot = PairedBootstrap(30, 200, seed=0)
+    replicates = np.array([mean_ap(stats, counts)[0] for counts in boot.counts])
+    record = boot.summarise(np.array([full[0]]), boot.combine(replicates[None], "d"), 0.95)
+    assert record["accuracy_ci"][0] < full[0] < record["accuracy_ci"][1]
+
+
+def test_detection_study_needs_a_detector(tmp_path):
+    result = run("compression", str(Path(JOB).with_name("compression_detect_shapes.yaml")), "--set",
+                 "compression.model=baseline:cnn", "--set", "dataset.source=shapes:40", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "not a detector" in result.stderr and "yolo:ARCH" in result.stderr
+
+
+@pytest.mark.slow
+def test_small_detection_study_end_to_end(tmp_path, ray_session):
+    out = tmp_path / "study"
+    result = run("compression", str(Path(JOB).with_name("compression_detect_shapes.yaml")),
+                 "--set", "dataset.source=shapes:120", "--set", "compression.levels={jpeg: [10]}",
+                 "--set", "compression.recovery={jpeg: [10]}", "--set", "compression.bootstrap=100",
+                 "--set", "final.epochs=2", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["task"] == "detection" and summary["metric"] == "map50_95"
+    (level,) = summary["levels"]
+    assert level["codec"] == "jpeg" and 0 <= level["accuracy"] <= 1 and "map50" in level
+    assert level["accuracy_ci"][0] <= level["accuracy"] <= level["accuracy_ci"][1]
+    (recovery,) = summary["recovery"]
+    assert {"original_accuracy", "compressed_accuracy", "retrained_accuracy", "recovery"} <= set(recovery)
+    # the study's mAP is ultralytics' own, recomputed from the kept per-image statistics
+    from frugalnas.data import open_dataset
+    from frugalnas.data.yolo_export import export_yolo
+    from frugalnas.train.detect import DetectionSettings, evaluate_detector
+
+    settings = DetectionSettings(epochs=2, batch_size=16, image_size=64)
+    ultralytics_map = evaluate_detector(out / "models" / "reference-s0" / "model.pt",
+                                        export_yolo(open_dataset(out / "dataset")), "test", settings, tmp_path / "val")
+    assert summary["reference"]["accuracy"] == pytest.approx(ultralytics_map["map50_95"], abs=1e-6)
+    assert summary["reference"]["map50"] == pytest.approx(ultralytics_map["map50"], abs=1e-6)
+    assert (out / "plots" / "accuracy_vs_bpp.png").exists()

@@ -103,6 +103,13 @@ def test_model_yaml_is_an_ultralytics_model_without_scales(space, tmp_path):
     assert out[0].shape[:2] == (1, 4 + 3)  # boxes + classes per anchor
 
 
+def test_fixed_training_refuses_a_detection_space():
+    from frugalnas.train.models import build_arch
+
+    with pytest.raises(ConfigError, match="builds detection networks"):
+        build_arch(f"yolo:{EXAMPLE}", 10, 3)
+
+
 def test_params_and_flops_grow_with_width(space):
     narrow = space.parse(EXAMPLE.replace("w0.25", "w0.125"))
     wide = space.parse(EXAMPLE.replace("w0.25", "w0.375"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,62 @@ def test_detection_search_end_to_end_and_the_exported_model_works_in_ultralytics
     assert parent.data.metrics["final_test_map50_95"] == pytest.approx(summary["final_test_map50_95"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "ultralytics")}
     assert artifacts == {"ultralytics/best.yaml", "ultralytics/best.pt"}
+
+    # frugalnas export: the run's OUT/export holds the ultralytics files, the architecture and the card,
+    # and the registered model version carries them and the summary
+    assert set(summary["export"]["formats"]) == {"ultralytics", "architecture", "card"}
+    assert (out / "export" / "best.pt").read_bytes() == (out / "best.pt").read_bytes()
+    doc = yaml.safe_load((out / "export" / "architecture.yaml").read_text())
+    assert doc["task"] == "detection" and doc["arch"] == summary["best_arch"] and doc["family"] == "yolo"
+    assert doc["test_map50_95"] == summary["final_test_map50_95"] and doc["choices"]
+    assert "test mAP50-95" in (out / "export" / "MODEL_CARD.md").read_text()
+    version = client.get_model_version(summary["tracking"]["experiment"], summary["tracking"]["registered_model_version"])
+    assert version.tags["frugalnas.best_arch"] == summary["best_arch"]
+    assert float(version.tags["frugalnas.final_test_map50_95"]) == pytest.approx(summary["final_test_map50_95"])
+    again = CliRunner().invoke(cli, ["export", str(out), "--to", str(tmp_path / "again"), "--json"])
+    assert again.exit_code == 0, again.output
+    assert YOLO(str(tmp_path / "again" / "best.pt")).names == loaded.names
+
+
+@pytest.mark.slow
+def test_the_tune_trainable_reports_every_epoch_and_resumes_from_its_checkpoint(shapes, tmp_path, monkeypatch):
+    """train_detection_candidate with Tune's session calls stood in for: a trial stopped after its first
+    epoch comes back through tune.get_checkpoint() and trains only the epoch that was left."""
+    from dataclasses import asdict
+
+    from ray import tune
+
+    from frugalnas.runtime import detect_candidates
+    from frugalnas.train.detect import DetectionSettings
+
+    dataset, export = shapes
+    context = detect_candidates.DetectionContext(
+        dataset_dir=str(dataset.root), export_dir=str(export.root),
+        space={"family": "yolo", "width_multiples": [0.125], "repeats": [1]},
+        selection={"policy": "dynamic-random", "subset_size": 32, "hardness": 0.3, "mastery": 0.05, "warmup_epochs": 1},
+        train=asdict(DetectionSettings(epochs=2, batch_size=16, image_size=64, hardness="f1", train_args=TRAIN_ARGS)))
+    reports, saved = [], tmp_path / "saved"
+
+    class Context:
+        def get_trial_dir(self):
+            return str(tmp_path / "trial")
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        if not saved.exists():  # the first report: keep its checkpoint and stop the trial there
+            shutil.copytree(checkpoint.path, saved)
+            raise Stop
+
+    monkeypatch.setattr(tune, "get_context", lambda: Context())
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    with pytest.raises(Stop):
+        detect_candidates.train_detection_candidate({"arch": TINY_ARCH}, context)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(saved)))
+    detect_candidates.train_detection_candidate({"arch": TINY_ARCH}, context)
+    assert [r["epoch"] for r in reports] == [1, 2]
+    assert [r["images_processed"] for r in reports] == [32, 64]
+    for key in ("map50_95", "map50", "params", "flops", "setup_seconds", "train_seconds", "val_seconds",
+                "hardness_seconds", "train_accuracy"):  # the F1 hardness pass ran for dynamic-random
+        assert key in reports[-1]
+    assert reports[-1]["arch"] == TINY_ARCH and reports[-1]["params"] > 0

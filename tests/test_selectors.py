@@ -56,9 +56,9 @@ def make(name, data, **kw):
     kw.setdefault("seed", 0)
     if name != "full":
         kw.setdefault("subset_size", 100)
-    if name == "dds":
+    if name in ("dds", "dds-coverage"):
         kw.setdefault("index", ExactFurthest(ids, latents, labels))
-    if name in ("dds", "dynamic-random"):
+    if name in ("dds", "dds-coverage", "dynamic-random"):
         kw.setdefault("warmup_epochs", 2)
     if name == "entropy":  # log-uniform entropies over 1e-6 .. 1 (about 12 bins of width 0.5)
         kw.setdefault("entropy", (ids, 10 ** (-6 * hash01(ids, 99))))
@@ -245,10 +245,16 @@ def run_checked(sel, data, epochs, learn=learner):
             exclude = set(before)
             for old, new in swaps:
                 assert labels_by_id[new] == labels_by_id[old] and new not in exclude
-                if isinstance(sel, DDSSelector):  # the furthest same-class image outside the subset
-                    pool = [i for i in ids.tolist() if labels_by_id[i] == labels_by_id[old] and i not in exclude]
+                pool = [i for i in ids.tolist() if labels_by_id[i] == labels_by_id[old] and i not in exclude]
+                if type(sel) is DDSSelector:  # the furthest same-class image outside the subset
                     d2 = [float(np.sum((latent_by_id[i] - latent_by_id[old]) ** 2)) for i in pool]
                     assert new == pool[int(np.argmax(d2))]
+                elif sel.name == "dds-coverage":  # the candidate furthest from its nearest class member
+                    members = [i for i in exclude if labels_by_id[i] == labels_by_id[old]]
+                    typical = set(sel._typical[labels_by_id[old]].tolist())
+                    gap = {i: min(float(np.sum((latent_by_id[i] - latent_by_id[m]) ** 2)) for m in members)
+                           for i in pool if i in typical}
+                    assert new == max(gap, key=gap.get)
                 exclude.add(new)
         else:
             assert after == before
@@ -262,7 +268,7 @@ def run_checked(sel, data, epochs, learn=learner):
     return sel
 
 
-@pytest.mark.parametrize("name", ["dds", "dynamic-random"])
+@pytest.mark.parametrize("name", ["dds", "dds-coverage", "dynamic-random"])
 def test_dynamic_invariants_hold_through_a_run(data, name):
     sel = run_checked(make(name, data), data, epochs=20)
     updates = [r["epoch"] for r in sel.history if r["updated"]]
@@ -392,7 +398,7 @@ def test_images_processed_counts_every_observed_id(data):
 # ------------------------------------------------------------------ determinism and resume
 
 
-@pytest.mark.parametrize("name", ["full", "stream", "random", "entropy", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["full", "stream", "random", "entropy", "dynamic-random", "dds", "dds-coverage"])
 def test_same_seed_same_plans(data, name):
     a, b = make(name, data, seed=5), make(name, data, seed=5)
     for _ in range(15):
@@ -405,6 +411,44 @@ def test_different_seed_different_initial_subset(data, name):
     assert not np.array_equal(make(name, data, seed=0).subset, make(name, data, seed=1).subset)
 
 
+def test_dds_coverage_swaps_in_the_worst_covered_typical_image(data):
+    """Replacements never come from a class's outliers (beyond the quantile of distance to its centroid);
+    that each is the worst-covered candidate is checked update by update in run_checked."""
+    ids, labels, latents = data
+    sel = make("dds-coverage", data, coverage_quantile=0.8)
+    label_of = dict(zip(ids.tolist(), labels.tolist()))
+    vector = dict(zip(ids.tolist(), latents))
+    for _ in range(2):
+        step(sel)
+    before = set(sel.subset.tolist())
+    plan = step(sel)
+    assert plan.updated and plan.replaced > 0
+    added = [i for i in sel.subset.tolist() if i not in before]
+    for c in {label_of[i] for i in added}:
+        members = [i for i in ids.tolist() if label_of[i] == c]
+        points = np.array([vector[i] for i in members])
+        distance = np.linalg.norm(points - points.mean(axis=0), axis=1)
+        typical = {i for i, d in zip(members, distance) if d <= np.quantile(distance, 0.8)}
+        assert all(i in typical for i in added if label_of[i] == c)
+    assert make("dds-coverage", data).params()["coverage_quantile"] == 0.9
+    with pytest.raises(ValueError, match="coverage_quantile"):
+        make("dds-coverage", data, coverage_quantile=0)
+
+
+def test_dds_coverage_first_pick_is_the_greedy_k_center(data):
+    ids, labels, latents = data
+    sel = make("dds-coverage", data, coverage_quantile=1.0)
+    subset = set(sel.subset.tolist())
+    easy = sorted(subset)[0]
+    pick = sel.replacement(easy, set(subset))
+    c = labels[ids == easy][0]
+    vector = dict(zip(ids.tolist(), latents))
+    members = [i for i in ids[labels == c].tolist() if i in subset]
+    candidates = [i for i in ids[labels == c].tolist() if i not in subset]
+    gap = {i: min(np.sum((vector[i] - vector[m]) ** 2) for m in members) for i in candidates}
+    assert pick == max(gap, key=gap.get)
+
+
 def test_dynamic_random_differs_from_dds_only_in_the_replacement(data):
     dds, rnd = make("dds", data), make("dynamic-random", data)
     assert np.array_equal(dds.subset, rnd.subset)
@@ -415,7 +459,7 @@ def test_dynamic_random_differs_from_dds_only_in_the_replacement(data):
     assert not np.array_equal(dds.subset, rnd.subset)
 
 
-@pytest.mark.parametrize("name", ["full", "stream", "random", "entropy", "dynamic-random", "dds"])
+@pytest.mark.parametrize("name", ["full", "stream", "random", "entropy", "dynamic-random", "dds", "dds-coverage"])
 @pytest.mark.parametrize("mid_epoch", [False, True])
 def test_state_dict_round_trip_continues_identically(data, name, mid_epoch):
     reference = make(name, data, seed=3)
@@ -438,7 +482,7 @@ def test_state_dict_round_trip_continues_identically(data, name, mid_epoch):
     assert reference.images_processed == resumed.images_processed
     assert reference.subset_updates == resumed.subset_updates
     assert reference.epoch == resumed.epoch == (19 if mid_epoch else 18)
-    if name in ("dds", "dynamic-random"):
+    if name in ("dds", "dds-coverage", "dynamic-random"):
         assert reference.subset_updates > 0
 
 

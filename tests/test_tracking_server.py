@@ -90,6 +90,18 @@ def test_search_against_a_real_mlflow_server(tmp_path, ray_session):
         assert set(saved) == set(model.state_dict())
         assert all(torch.equal(saved[k], model.state_dict()[k]) for k in saved)
 
+        # ... in the pickle-free pt2 format, with the export files and the summary as version tags
+        assert parent.data.tags["frugalnas.model_serialization"] == "pt2"
+        assert version.tags["frugalnas.best_arch"] == summary["best_arch"]
+        assert float(version.tags["frugalnas.final_test_accuracy"]) == pytest.approx(summary["final_test_accuracy"])
+        export = summary["export"]
+        assert {"torchscript", "pt2", "architecture", "card"} <= set(export["formats"])
+        assert all((tmp_path / "out" / "export" / f).is_file() for f in export["files"])
+        fetched = CliRunner().invoke(cli, ["export", "models:/tracked-e2e/1", "--to", str(tmp_path / "fetched"),
+                                                     "--tracking-uri", url])
+        assert fetched.exit_code == 0, fetched.output
+        assert (tmp_path / "fetched" / "model.ts").read_bytes() == (tmp_path / "out" / "export" / "model.ts").read_bytes()
+
         # What a user sees: the experiment page links to the candidates side by side, in one click.
         ensure_chromium()
         names = tuple(sorted(c.info.run_name for c in children))

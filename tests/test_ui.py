@@ -20,8 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from frugalnas.cli import cli
-from frugalnas.track.ui import (compare_runs_fragment, experiment_name, experiment_url, find_store, newest_store,
-                                server_command, stop_process_group, store_paths)
+from frugalnas.track.ui import (LEADERBOARD_VIEW, compare_runs_fragment, experiment_name, experiment_url, find_store,
+                                leaderboard_fragment, leaderboard_view_state, newest_store, server_command,
+                                share_leaderboard_view, stop_process_group, store_paths)
 from mlflow_support import ensure_chromium, free_port, render_dom
 
 
@@ -120,6 +121,19 @@ def test_experiment_url_opens_the_runs_table_sorted_by_accuracy():
     assert path == "http://127.0.0.1:5000/#/experiments/3/runs"
     assert urllib.parse.parse_qs(query) == {"workflowType": ["machine_learning"], "orderByKey": ["metrics.`accuracy`"],
                                             "orderByAsc": ["false"]}
+    # the leaderboard view carries the sort itself: a sort parameter beside it would make the UI ignore it
+    query = urllib.parse.parse_qs(experiment_url("http://h:1", "3", view=LEADERBOARD_VIEW).split("?", 1)[1])
+    assert query == {"workflowType": ["machine_learning"], "viewStateShareKey": [LEADERBOARD_VIEW]}
+    assert leaderboard_fragment("3") == "#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=" \
+                                        + LEADERBOARD_VIEW
+    assert not set(leaderboard_fragment("3")) & set(' "()[]<>')
+
+
+def test_leaderboard_view_puts_score_and_cost_columns_first():
+    state = leaderboard_view_state()
+    assert state["selectedColumns"] == state["columnOrder"] == [
+        "metrics.`accuracy`", "metrics.`images_processed`", "metrics.`params`", "metrics.`flops`", "metrics.`seconds`"]
+    assert state["orderByKey"] == "metrics.`accuracy`" and state["orderByAsc"] is False
 
 
 CANDIDATES = ("cand-a", "cand-b", "cand-c")
@@ -148,6 +162,7 @@ def write_experiment(out: Path) -> tuple[str, list[str]]:
         client.set_terminated(run.info.run_id)
         run_ids.append(run.info.run_id)
     client.set_terminated(parent.info.run_id)
+    share_leaderboard_view(client, experiment_id)
     client.set_experiment_tag(experiment_id, "mlflow.note.content",
                               f"Search on digits. [{LINK_TEXT}]({compare_runs_fragment(run_ids, [experiment_id])})")
     (out / "config.json").write_text(json.dumps({"name": "uitest", "tracking": {"uri": None, "experiment": None}}))
@@ -179,13 +194,20 @@ def test_ui_shows_the_candidates_and_compares_them_from_one_link(tmp_path):
                               stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         page = wait_for_line(log, "experiment 'uitest': ", ui).split(": ", 1)[1]
-        assert page == experiment_url(f"http://127.0.0.1:{port}", experiment_id)
+        assert page == experiment_url(f"http://127.0.0.1:{port}", experiment_id, view=LEADERBOARD_VIEW)
         wait_for_line(log, "ready", ui)
 
         # The experiment page: the candidates as a flat table, and the description with the link.
-        dom = render_dom(page, expect=CANDIDATES)
+        dom = render_dom(page, expect=(*CANDIDATES, "images_processed"))
         for name in (*CANDIDATES, "search", "Search on digits"):
             assert name in dom, f"{name!r} is not on the experiment page"
+        # The leaderboard view: the score and cost columns right after the run name and creation time,
+        # instead of MLflow's default Dataset, Duration, Source, Models columns (which push them off screen)
+        headers = [h.strip() for h in re.findall(r'role="columnheader"[^>]*>(?:<[^>]*>)*([^<]+)<', dom) if h.strip()]
+        assert "You're viewing a shared view" in html.unescape(dom)
+        assert headers[:5] == ["Run Name", "Created", "accuracy", "images_processed", "params"], headers
+        for column in ("Dataset", "Duration", "Source", "Models"):
+            assert column not in headers, f"the default column {column!r} is still shown: {headers}"
         links = [html.unescape(href) for href, text in re.findall(r'<a [^>]*href="([^"]*)"[^>]*>([^<]*)</a>', dom)
                  if text == LINK_TEXT]
         assert links == [compare_runs_fragment(run_ids, [experiment_id])]

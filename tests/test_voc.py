@@ -132,7 +132,8 @@ def test_experiment_config_takes_the_class_list(tmp_path):
     from frugalnas.runtime.experiment import prepare_dataset
 
     write_voc(tmp_path / "voc")
-    config = parse_config({"name": "v", "dataset": {"source": f"voc:{tmp_path / 'voc'}", "classes": ["dog", "cat"]}})
+    config = parse_config({"name": "v", "dataset": {"source": f"voc:{tmp_path / 'voc'}", "classes": ["dog", "cat"]},
+                           "space": "yolo"})
     folder = prepare_dataset(config, tmp_path / "run", log=lambda message: None)
     assert open_dataset(folder).classes == ["dog", "cat"]
 

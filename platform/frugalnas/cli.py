@@ -208,7 +208,7 @@ def embed(dataset, kind, latent_dim, epochs, image_size, attention_weight, seed,
 @click.argument("dataset", type=click.Path())
 @click.option("--arch", default="baseline:cnn", show_default=True,
               help="SPACE:ARCH, e.g. baseline:cnn or nb201:'|nor_conv_3x3~0|+|...|'.")
-@click.option("--selector", type=click.Choice(["full", "stream", "random", "entropy", "dynamic-random", "dds"]),
+@click.option("--selector", type=click.Choice(["full", "stream", "random", "entropy", "dynamic-random", "dds", "dds-coverage"]),
               default="dds",
               show_default=True, help="Which images each epoch trains on (see the README's selector table).")
 @click.option("--subset-size", type=int, default=100, show_default=True,
@@ -337,12 +337,16 @@ def _print_summary(summary: dict) -> None:
     label = {"accuracy": "val acc", "map50_95": "val mAP"}.get(metric, metric)
     if trials:
         click.echo(f"leaderboard ({len(trials)} candidates, best first{'; val mAP = mAP50-95' if metric == 'map50_95' else ''}):")
-        click.echo(f"  {'#':>4s} {label:>7s} {'params':>9s} {'images':>9s}  architecture")
+        truth = "ground_truth" in trials[0]
+        click.echo(f"  {'#':>4s} {label:>7s}" + (f" {'truth':>8s}" if truth else "")
+                   + f" {'params':>9s} {'images':>9s}  architecture")
         for trial in trials[:10]:
             score = "-" if trial.get(metric) is None else f"{trial[metric]:.4f}"
             number = "-" if trial.get("candidate") is None else str(trial["candidate"])
-            click.echo(f"  {number:>4s} {score:>7s} {trial['params'] or 0:9,d} {trial['images_processed'] or 0:9,d}"
-                       f"  {trial['arch']}")
+            value = trial.get("ground_truth")
+            shown = "" if not truth else f" {'-' if value is None else f'{value:.4f}':>8s}"
+            click.echo(f"  {number:>4s} {score:>7s}{shown} {trial['params'] or 0:9,d} "
+                       f"{trial['images_processed'] or 0:9,d}  {trial['arch']}")
         failed = [t for t in trials if t.get("status", "finished") != "finished"]
         if failed:
             click.echo(f"{len(failed)} candidate(s) failed (no accuracy; the strategy was told they failed):")
@@ -350,6 +354,10 @@ def _print_summary(summary: dict) -> None:
                 click.echo(f"  {trial.get('candidate', '-'):>4} {trial['status']} after {trial['epochs']} epoch(s)"
                            f", {trial.get('retries', 0)} retries: {trial['error']}")
     click.echo(f"best architecture: {summary['best_arch']}")
+    truth = summary.get("ground_truth")
+    if truth and truth.get("regret") is not None:
+        click.echo(f"ground truth ({truth['metric_column']}): chosen {truth['best_arch']:.4f}, optimum of the table "
+                   f"{truth['optimum']:.4f}, regret {truth['regret']:.4f}")
     click.echo(f"search: {summary['search_images_processed']:,} images processed in {summary['search_wall_seconds']:.1f}s "
                f"({summary['strategy']}, selection {summary['selection']})")
     if "final_test_map50_95" in summary:
@@ -451,13 +459,15 @@ def ui(out, host, port):
 def _attach_commands() -> None:
     """Commands defined next to their feature (they import helpers from this module)."""
     from frugalnas.compression.cli import compression_command, recode_command
-    from frugalnas.data.cli_export import export_command
+    from frugalnas.export.cli_export import export_command  # models; stored datasets go to data/cli_export
+    from frugalnas.fidelity.cli import fidelity_command
     from frugalnas.strategies.cli_bench import bench_searchers_command
 
     cli.add_command(bench_searchers_command)
     cli.add_command(recode_command)
     cli.add_command(compression_command)
     cli.add_command(export_command)
+    cli.add_command(fidelity_command)
 
 
 _attach_commands()

@@ -5,6 +5,7 @@ is allowed. ``load_config(path, overrides=["search.budget=10"])`` applies ``--se
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from frugalnas.errors import ConfigError
 from frugalnas.validation import describe
 
-Policy = Literal["full", "stream", "random", "entropy", "dynamic-random", "dds"]
+Policy = Literal["full", "stream", "random", "entropy", "dynamic-random", "dds", "dds-coverage"]
 
 
 class Section(BaseModel):
@@ -93,6 +94,8 @@ class SelectionConfig(Section):
     entropy_bin_width: float = Field(0.5, gt=0, description="entropy: log10 bin width (the paper: 0.5 for CIFAR-10)")
     entropy_scores: Optional[str] = Field(None, description="entropy: a Parquet file of (id, entropy) per training "
                                           "image; default: scored by the reference model")
+    coverage_quantile: float = Field(0.9, gt=0, le=1, description="dds-coverage: replacements come from the share "
+                                     "of each class nearest its latent centroid")
 
 
 class ReferenceConfig(Section):
@@ -105,6 +108,14 @@ class ReferenceConfig(Section):
     seed: int = Field(0, ge=0)
 
 
+class GroundTruthConfig(Section):
+    """A tabular benchmark to look architectures up in (e.g. NAS-Bench-201's 200-epoch accuracy)."""
+
+    table: str = Field(..., description="CSV with one row per architecture (path relative to the working directory)")
+    arch_column: str = Field("arch", description="column with the space's canonical architecture string")
+    metric_column: str = Field("accuracy", description="column with the ground-truth metric (higher is better)")
+
+
 class SearchConfig(Section):
     strategy: str = "evolution"
     budget: int = Field(40, ge=1)
@@ -113,6 +124,9 @@ class SearchConfig(Section):
     objectives: list[str] = Field(default_factory=lambda: ["accuracy"])
     constraints: dict[str, float] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict, description="strategy settings, e.g. population_size")
+    ground_truth: Optional[GroundTruthConfig] = Field(
+        None, description="look every candidate up in a table: the summary, leaderboard and MLflow carry its "
+        "ground truth and the search's regret")
 
 
 class TrainConfig(Section):
@@ -200,6 +214,94 @@ class CompressionConfig(Section):
         return _check_levels(value, "levels", required=False)
 
 
+class SampleConfig(Section):
+    """A seeded sample of architectures stratified by ground truth (equal-width bins over [min, max])."""
+
+    k: int = Field(20, ge=2, description="architectures to sample")
+    min: Optional[float] = Field(None, description="lowest ground truth admitted (default: the table's lowest)")
+    max: Optional[float] = Field(None, description="highest ground truth admitted (default: the table's highest)")
+    bins: int = Field(5, ge=1, description="equal-width ground-truth bins the sample is spread over")
+    seed: Optional[int] = Field(None, description="default: the experiment's seed")
+
+
+class FidelityArm(SelectionConfig):
+    """One way of spending the image budget: a selection policy with its settings."""
+
+    max_budget: Optional[int] = Field(None, ge=1, description="skip budgets above this many images for this arm "
+                                      "(to afford the largest budgets for fewer arms)")
+
+    @field_validator("curriculum_stages")
+    @classmethod
+    def _no_epoch_curriculum(cls, stages: int) -> int:
+        if stages:
+            raise ValueError("a rising mastery threshold is placed over a number of epochs, and a fidelity arm trains "
+                             "to image budgets instead: use 0")
+        return stages
+
+
+class FidelityTrainConfig(Section):
+    """How every proxy trains (SGD with Nesterov momentum; the schedule runs over the image budget)."""
+
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "onecycle"] = "onecycle"
+
+
+FidelityScore = Literal["accuracy", "tse", "tse_last_quarter"]
+FreeBaseline = Literal["params", "flops", "synflow"]
+
+
+class FidelityConfig(GroundTruthConfig):
+    """``frugalnas fidelity``: how well cheap evaluations rank architectures like the ground truth."""
+
+    architectures: Optional[list[str]] = Field(None, description="architectures to measure (canonical strings); "
+                                               "default: a stratified sample (see sample)")
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    budgets: list[int] = Field(..., min_length=1, description="training images per architecture, e.g. [5000, 100000]")
+    checkpoints: bool = Field(False, description="false: a fresh run per budget, its schedule over that budget; "
+                              "true: one run per architecture and arm, scored when it reaches each budget "
+                              "(cheaper; the schedule runs over the largest budget)")
+    arms: dict[str, FidelityArm] = Field(default_factory=lambda: {"stream": FidelityArm(policy="stream")},
+                                         min_length=1)
+    reference_arm: str = Field("stream", description="the arm the others are compared with (paired tau difference)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="initialisation and subset seeds; proxy scores are averaged over them")
+    scores: list[FidelityScore] = Field(default_factory=lambda: ["accuracy", "tse", "tse_last_quarter"], min_length=1,
+                                        description="accuracy: validation accuracy at the budget; tse: minus the "
+                                        "mean training loss over the run (Ru et al. 2021); tse_last_quarter: the "
+                                        "same over its last quarter")
+    free_baselines: list[FreeBaseline] = Field(default_factory=lambda: ["params", "flops", "synflow"])
+    eval_split: str = Field("val", description="held-out split the accuracy score is measured on")
+    eval_images: Optional[int] = Field(None, ge=10, description="score on a seeded class-balanced sample of the "
+                                       "eval split of this size (default: all of it)")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of the architectures for intervals")
+    train: FidelityTrainConfig = Field(default_factory=FidelityTrainConfig)
+
+    @field_validator("budgets")
+    @classmethod
+    def _ascending(cls, budgets: list[int]) -> list[int]:
+        if any(b < 1 for b in budgets) or sorted(set(budgets)) != budgets:
+            raise ValueError(f"budgets must be positive image counts in ascending order without repeats, got {budgets}")
+        return budgets
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, arms: dict) -> dict:
+        bad = [name for name in arms if not re.fullmatch(r"[A-Za-z0-9_.-]+", name)]
+        if bad:
+            raise ValueError(f"arm names may hold letters, digits and _.- only, got {bad}")
+        return arms
+
+    @field_validator("scores", "free_baselines", "seeds")
+    @classmethod
+    def _unique(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"entries must not repeat, got {values}")
+        return values
+
+
 class ExperimentConfig(Section):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -216,6 +318,7 @@ class ExperimentConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     compression: Optional[CompressionConfig] = Field(None, description="settings of `frugalnas compression`")
+    fidelity: Optional[FidelityConfig] = Field(None, description="settings of `frugalnas fidelity`")
 
     def space_spec(self) -> tuple[str, dict]:
         """(built-in name or YAML path, settings overriding that file's)."""
@@ -297,6 +400,9 @@ def _check_references(config: ExperimentConfig, source: str) -> None:
         raise ConfigError(f"{source}: search.strategy {strategy!r} trains a supernet, which the {space.family!r} "
                           "space does not have; use a cell space (nb201, darts)")
     _check_task(config, space, source)
+    if config.fidelity is not None and config.fidelity.reference_arm not in config.fidelity.arms:
+        raise ConfigError(f"{source}: fidelity.reference_arm {config.fidelity.reference_arm!r} is not one of the arms "
+                          f"({', '.join(config.fidelity.arms)})")
     allowed_params = _strategy_params(strategy)
     unknown = sorted(set(config.search.params) - set(allowed_params))
     if unknown:

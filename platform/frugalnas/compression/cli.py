@@ -66,7 +66,9 @@ def compression_command(config, overrides, out, resume, as_json):
     3. two-stage NAS (compression.two_stage): search (the config's search settings) on reference
        and on compressed data, retrain each result on both, test every cell on both.
 
-    Writes OUT/summary.json, OUT/plots/*.png and records the study in MLflow.
+    The score is top-1 accuracy, or mAP50-95 on a detection data set (compression.model is then a
+    yolo:ARCH detector or run:PATH of a detection run). Writes OUT/summary.json, OUT/plots/*.png and
+    records the study in MLflow.
     """
     from frugalnas.config import load_config
     from frugalnas.runtime.compression import run_compression

@@ -1,6 +1,9 @@
 """One training job of the study: a fixed architecture trained from scratch on one dataset's train
 split and scored on the test split of several datasets (the same images at other compression
-levels). Plain PyTorch; :mod:`frugalnas.runtime.compression` runs many of them as Ray Tune trials.
+levels): a classifier (plain PyTorch; top-1 accuracy, every image's prediction kept) or a detector
+(ultralytics' trainer; mAP50-95, every image's matched predictions kept, see
+:mod:`frugalnas.compression.detection`). :mod:`frugalnas.runtime.compression` runs many of them as
+Ray tasks.
 
 A job writes its result into its own folder (``result.json``, ``predictions.npz``, ``model.pt``), so
 a study that stops resumes by skipping the jobs whose result is there; a trained model that only
@@ -33,6 +36,24 @@ class ModelSpec:
     space: str | dict
     arch: str
     label: str = ""
+
+    def model_yaml(self, classes: list[str]) -> str:
+        """The ultralytics model YAML of a detector (a ``yolo`` space architecture)."""
+        from frugalnas.spaces import load_space
+
+        space = None if self.space == "baseline" else load_space(self.space)
+        if not hasattr(space, "model_yaml"):
+            raise ConfigError(f"compression.model {self.label or self.arch!r} is not a detector; a detection data set "
+                              "needs a yolo space architecture (yolo:ARCH) or run:PATH of a detection run")
+        return space.model_yaml(space.parse(self.arch), len(classes), names=classes)
+
+    def count_params(self, num_classes: int, channels: int) -> int:
+        if self.space == "baseline":
+            return sum(p.numel() for p in self.build(num_classes, channels).parameters())
+        from frugalnas.spaces import load_space
+
+        space = load_space(self.space)
+        return int(space.count_params(space.parse(self.arch), num_classes, channels))
 
     def build(self, num_classes: int, channels: int) -> torch.nn.Module:
         if self.space == "baseline":
@@ -127,11 +148,10 @@ def run_job(job: TrainJob, folder: str | Path, progress=None) -> dict:
     """Train (or, when its trained model is there, only re-score) and score ``job``; write its
     result files into ``folder``; return ``result.json``'s content."""
     folder = Path(folder)
-    started = time.perf_counter()
     dataset = open_dataset(job.train_data)
-    if dataset.card["task"] != "classification":
-        raise DataError(f"{dataset.root} is a {dataset.card['task']} dataset; the compression study trains "
-                        "classifiers")
+    if dataset.card["task"] == "detection":
+        return run_detection_job(job, folder, dataset)
+    started = time.perf_counter()
     settings = TrainSettings(**job.settings)
     torch.manual_seed(settings.seed)
     model = job.model.build(len(dataset.classes), dataset.channels)
@@ -159,10 +179,63 @@ def run_job(job: TrainJob, folder: str | Path, progress=None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / MODEL_FILE)
     np.savez_compressed(folder / PREDICTIONS_FILE, ids=ids, labels=labels, **predictions)
-    result = {"key": job.key, "accuracy": accuracies, "params": sum(p.numel() for p in model.parameters()),
+    result = {"key": job.key, "task": "classification", "metric": "accuracy", "accuracy": accuracies,
+              "params": sum(p.numel() for p in model.parameters()),
               "images_processed": images_processed, "train_seconds": round(train_seconds, 3),
               "wall_seconds": round(time.perf_counter() - started, 3), "job": job.to_dict()}
     # written last: its presence marks the job done
+    (folder / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_detection_job(job: TrainJob, folder: Path, dataset) -> dict:
+    """A detector trained by ultralytics on the full train split (its best epoch on val kept, as
+    ultralytics does) and scored on every test set: mAP50-95 (``accuracy`` in the result, the
+    study's score) and mAP50, with every image's matched predictions in ``predictions.npz``."""
+    import shutil
+
+    from frugalnas.compression.detection import STAT_KEYS, image_stats, mean_ap
+    from frugalnas.data.yolo_export import dominant_classes, export_yolo
+    from frugalnas.train.detect import DetectionSettings, DetectionTraining
+
+    started = time.perf_counter()
+    settings = DetectionSettings(**job.settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / MODEL_FILE  # ultralytics weights: ultralytics.YOLO(folder / "model.pt")
+    if job_status(job, folder) == "rescore":
+        previous = json.loads((folder / RESULT_FILE).read_text())
+        images_processed, train_seconds = previous["images_processed"], previous["train_seconds"]
+    else:
+        model_yaml = folder / "model.yaml"
+        model_yaml.write_text(job.model.model_yaml(dataset.classes))
+        table = dataset.table("train", ["id", "boxes"])
+        ids, labels = table["id"].to_numpy(), dominant_classes(table["boxes"].to_pylist(), len(dataset.classes))
+        workdir = folder / "train"
+        if workdir.exists():
+            shutil.rmtree(workdir)  # an interrupted job starts again from scratch
+        training = DetectionTraining(model_yaml, export_yolo(dataset), make_selector("full", ids, labels, seed=settings.seed),
+                                     settings, workdir)
+        training.run()
+        best = training.weights_dir / "best.pt"
+        shutil.copyfile(best if best.exists() else training.weights_dir / "last.pt", weights)
+        images_processed, train_seconds = training.images_processed, time.perf_counter() - started
+    arrays, scores, map50, ids = {}, {}, {}, None
+    for name, path in job.test_data.items():
+        test = open_dataset(path)
+        test_ids = np.sort(test.labels("test")[0])
+        if ids is None:
+            ids = test_ids
+        elif not np.array_equal(ids, test_ids):
+            raise DataError(f"test set {name!r} ({path}) holds other images than {next(iter(job.test_data))!r}: "
+                            "every level must be recoded from the same dataset")
+        stats = image_stats(weights, export_yolo(test), "test", settings, folder / "val" / name, ids)
+        scores[name], map50[name] = mean_ap(stats)
+        arrays.update({f"{name}.{key}": stats[key] for key in STAT_KEYS})
+    np.savez_compressed(folder / PREDICTIONS_FILE, ids=ids, **arrays)
+    result = {"key": job.key, "task": "detection", "metric": "map50_95", "accuracy": scores, "map50": map50,
+              "params": job.model.count_params(len(dataset.classes), 3), "images_processed": images_processed,
+              "train_seconds": round(train_seconds, 3), "wall_seconds": round(time.perf_counter() - started, 3),
+              "job": job.to_dict()}
     (folder / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
 

@@ -30,7 +30,7 @@ def _label(record: dict) -> str:
     return Level(record["codec"], record["quality"]).label
 
 
-def accuracy_vs_bpp(levels: Sequence[dict], reference: dict, title: str):
+def accuracy_vs_bpp(levels: Sequence[dict], reference: dict, title: str, metric: str = "accuracy"):
     """Accuracy against payload bits per pixel, one line per codec with its interval band, each point
     labelled with its level; the reference model on reference data as a dashed line."""
     figure, axis = plt.subplots(figsize=(8, 5))
@@ -47,14 +47,14 @@ def accuracy_vs_bpp(levels: Sequence[dict], reference: dict, title: str):
     if levels and max(r["bpp"] for r in levels) > 8 * max(1e-3, min(r["bpp"] for r in levels)):
         axis.set_xscale("log")
     axis.set_xlabel("payload bits per pixel (headers excluded)")
-    axis.set_ylabel("test accuracy of the reference model")
+    axis.set_ylabel(f"test {metric} of the reference model")
     axis.set_title(title)
     axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     return figure
 
 
-def accuracy_vs_level(levels: Sequence[dict], reference: dict, title: str):
+def accuracy_vs_level(levels: Sequence[dict], reference: dict, title: str, metric: str = "accuracy"):
     """Accuracy against each codec's own scale (quality, CRF), least compressed on the left, with
     the published knees (JPEG q15, H.264 CRF 40) and CIFAR-10-C's JPEG qualities marked."""
     groups = _by_codec(levels)
@@ -77,14 +77,14 @@ def accuracy_vs_level(levels: Sequence[dict], reference: dict, title: str):
         if not level.lower_is_better:
             axis.invert_xaxis()  # least compressed on the left for every codec
         axis.set_xlabel(f"{codec} {level.scale}" + (" (lower is better)" if level.lower_is_better else ""))
-        axis.set_ylabel("test accuracy")
+        axis.set_ylabel(f"test {metric}")
         axis.set_title(f"{title}: {codec}")
         axis.legend(fontsize=7, loc="lower left")
     figure.tight_layout()
     return figure
 
 
-def recovery_bars(recovery: Sequence[dict], title: str):
+def recovery_bars(recovery: Sequence[dict], title: str, metric: str = "accuracy"):
     """Per retrained level: the reference model on reference and on compressed test data, the
     retrained model on compressed and on reference data, with intervals; recovery written above."""
     figure, axis = plt.subplots(figsize=(max(6, 2.6 * len(recovery)), 5))
@@ -107,7 +107,7 @@ def recovery_bars(recovery: Sequence[dict], title: str):
     axis.set_xticks(np.arange(len(recovery)), [f"{r['codec']} {_label(r)}" for r in recovery])
     low = min(min(r[key + "_ci"][0] for key, _ in bars) for r in recovery) if recovery else 0
     axis.set_ylim(max(0.0, low - 0.1), 1.12)
-    axis.set_ylabel("test accuracy")
+    axis.set_ylabel(f"test {metric}")
     axis.set_title(title)
     axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
     figure.tight_layout()
@@ -157,7 +157,7 @@ def example_grid(reference: tuple[str, np.ndarray], examples: dict[str, list[tup
     return figure
 
 
-def two_stage_plot(cells: Sequence[dict], title: str):
+def two_stage_plot(cells: Sequence[dict], title: str, metric: str = "accuracy"):
     """Two-stage NAS under compression: per level, the 2x2 of search data x retraining data, each
     cell's accuracy on reference and on compressed test data."""
     levels = list(dict.fromkeys((c["codec"], c["quality"]) for c in cells))
@@ -174,7 +174,7 @@ def two_stage_plot(cells: Sequence[dict], title: str):
         axis.set_xticks(x, names, fontsize=7)
         low = min(min(c["accuracy_on_reference_ci"][0], c["accuracy_on_level_ci"][0]) for c in group)
         axis.set_ylim(max(0.0, low - 0.1), 1.0)
-        axis.set_ylabel("test accuracy")
+        axis.set_ylabel(f"test {metric}")
         axis.set_title(f"{title}: {codec} {Level(codec, quality).label}")
         axis.legend(fontsize=7, loc="lower left")
     figure.tight_layout()

@@ -28,42 +28,52 @@ def interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 class PairedBootstrap:
-    """Bootstrap replicates of accuracies over a fixed set of ``n_images`` test images.
+    """Bootstrap replicates of scores over a fixed set of ``n_images`` test images.
 
-    ``replicates(correct, group)`` takes a (models, images) 0/1 matrix (images in the same order for
-    every call) and returns one accuracy per replicate: the mean over resampled models of each
-    model's accuracy on the resampled images."""
+    Each replicate is one resample of the images, held in :attr:`counts` (how often each image is
+    drawn). ``replicates(correct, group)`` takes a (models, images) 0/1 matrix (images in the same
+    order for every call) and returns one accuracy per replicate: the mean over resampled models of
+    each model's accuracy on the resampled images. A score that is not a mean over images (a
+    detector's mAP) is computed per model on each resample by the caller and combined with
+    :meth:`combine`."""
 
     def __init__(self, n_images: int, resamples: int = 1000, seed: int = 0):
         if n_images < 1:
             raise ValueError("a bootstrap needs at least one test image")
         self.n_images, self.resamples = n_images, resamples
         self._rng = np.random.default_rng(seed)
-        # image weights: how often each image is drawn in each replicate, divided by n
-        self._weights = (self._rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=resamples)
-                         .astype(np.float32) / n_images)
+        self.counts = self._rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=resamples).astype(np.int32)
         self._model_draws: dict[tuple[str, int], np.ndarray] = {}
+
+    def combine(self, per_model: np.ndarray, group: str) -> np.ndarray:
+        """(models, resamples) scores -> (resamples,): each replicate averages a resample of the
+        models, the same draw for every call with the same ``group``."""
+        per_model = np.atleast_2d(np.asarray(per_model, dtype=np.float64))
+        models = per_model.shape[0]
+        if models == 1:
+            return per_model[0]
+        key = (group, models)
+        if key not in self._model_draws:
+            self._model_draws[key] = self._rng.integers(0, models, size=(self.resamples, models))
+        draws = self._model_draws[key]
+        return per_model[draws, np.arange(self.resamples)[:, None]].mean(axis=1)
 
     def replicates(self, correct: np.ndarray, group: str) -> np.ndarray:
         correct = np.atleast_2d(np.asarray(correct, dtype=np.float32))
         if correct.shape[1] != self.n_images:
             raise ValueError(f"expected {self.n_images} images, got {correct.shape[1]}")
-        per_model = correct @ self._weights.T  # (models, resamples)
-        models = correct.shape[0]
-        if models == 1:
-            return per_model[0].astype(np.float64)
-        key = (group, models)
-        if key not in self._model_draws:
-            self._model_draws[key] = self._rng.integers(0, models, size=(self.resamples, models))
-        draws = self._model_draws[key]
-        return per_model[draws, np.arange(self.resamples)[:, None]].mean(axis=1).astype(np.float64)
+        return self.combine(correct @ (self.counts.T.astype(np.float32) / self.n_images), group)
 
     def accuracy(self, correct: np.ndarray, group: str, confidence: float) -> dict:
         """``{"accuracy", "accuracy_ci", "per_model"}`` of a (models, images) 0/1 matrix."""
         correct = np.atleast_2d(correct)
-        replicates = self.replicates(correct, group)
-        return {"accuracy": float(correct.mean()), "accuracy_ci": list(interval(replicates, confidence)),
-                "per_model": [float(a) for a in correct.mean(axis=1)], "_replicates": replicates}
+        return self.summarise(correct.mean(axis=1), self.replicates(correct, group), confidence)
+
+    @staticmethod
+    def summarise(per_model: np.ndarray, replicates: np.ndarray, confidence: float) -> dict:
+        """The record of one score: its mean over models, interval, each model's score."""
+        return {"accuracy": float(np.mean(per_model)), "accuracy_ci": list(interval(replicates, confidence)),
+                "per_model": [float(a) for a in per_model], "_replicates": replicates}
 
 
 def recovery_estimate(original_ref: dict, original_level: dict, retrained_level: dict, confidence: float) -> dict:

@@ -64,11 +64,14 @@ def run_compression(config: ExperimentConfig, out: str | Path | None = None, *, 
     (out / "config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
     (out / STUDY_FILE).write_text(json.dumps({"kind": "compression", "experiment": config.name}) + "\n")
     ray_address()  # a wrong RAY_ADDRESS fails here, before any work
-    tracker = tracking.start_tracking(config, out, resume=resume, log=log)
-    if tracker:
-        tracker.set_tags(tracker.parent_run_id, {"frugalnas.kind": "compression"})
+    name, _ = config.space_spec()
+    settings = config.compression or CompressionConfig()
+    tracker = tracking.start_tracking(config, out, resume=resume, log=log, tags={
+        "kind": "compression", "model": settings.model,
+        # for the two-stage searches' runs
+        "strategy": config.search.strategy, "selector": config.selection.policy, "space": name})
     try:
-        summary = _study(config, config.compression or CompressionConfig(), out, resume, log, tracker, started)
+        summary = _study(config, settings, out, resume, log, tracker, started)
     except (SearchInterrupted, StudyInterrupted, KeyboardInterrupt):
         if tracker:
             tracker.finish("KILLED")
@@ -100,15 +103,18 @@ def _study(config: ExperimentConfig, settings: CompressionConfig, out: Path, res
     with phases("ingest"):
         reference_dir = prepare_dataset(config, out, log)
     card = open_dataset(reference_dir).card
-    if card["task"] != "classification":
-        raise ConfigError(f"the compression study trains classifiers, and {reference_dir} is a {card['task']} dataset "
-                          "(detection, scored by mAP, is not part of the study yet)")
-    if card["image_size"] is None:
+    detection = card["task"] == "detection"
+    if card["image_size"] is None and not detection:  # ultralytics letterboxes detection images itself
         raise ConfigError(f"the images of {reference_dir} differ in size: set dataset.image_size")
     if "test" not in card["splits"]:
         raise ConfigError(f"{reference_dir} has no test split: set dataset.test_fraction > 0")
     levels = study_levels(settings)
     model = resolve_model(settings.model, config.space_spec())
+    if detection:
+        model.model_yaml(card["classes"])  # a classifier fails here, saying what a detection study needs
+        if "val" not in card["splits"]:
+            raise ConfigError(f"a detector keeps its best epoch on the val split, and {reference_dir} has none: "
+                              "set dataset.val_fraction > 0")
     seeds = [config.seed + i for i in range(settings.repeats)]
     log(f"compression study: {model.label} on {card['name']} ({_describe_reference(card, settings)}), "
         f"{len(levels['all'])} level(s), {settings.repeats} model(s) per configuration")
@@ -116,7 +122,7 @@ def _study(config: ExperimentConfig, settings: CompressionConfig, out: Path, res
 
     with phases("recode"):
         level_dirs = recode_levels(reference_dir, levels, out / "levels", log)
-    train = {"epochs": config.final.epochs, "batch_size": config.final.batch_size, "lr": config.final.lr}
+    train = _train_settings(config, detection)
     reference_dir = str(reference_dir)
     everywhere = {REFERENCE: reference_dir, **{level.name: level_dirs[level] for level in levels["all"]}}
 
@@ -157,6 +163,20 @@ def _study(config: ExperimentConfig, settings: CompressionConfig, out: Path, res
 
         log_study(tracker, summary, [out / p for p in summary["plots"]], summary_path, Path(reference_dir))
     return summary
+
+
+def _train_settings(config: ExperimentConfig, detection: bool) -> dict:
+    """How every model of the study trains (less the seed): the ``final`` section, and for detectors
+    the ``detection`` section too (ultralytics' image size and training arguments)."""
+    if detection:
+        from dataclasses import asdict
+
+        from frugalnas.runtime.detect_search import detection_settings
+
+        settings = asdict(detection_settings(config, config.final.epochs))
+        settings.pop("seed")
+        return settings
+    return {"epochs": config.final.epochs, "batch_size": config.final.batch_size, "lr": config.final.lr}
 
 
 def _describe_reference(card: dict, settings: CompressionConfig) -> str:
@@ -262,7 +282,8 @@ def run_jobs(jobs: list[TrainJob], out: Path, phase: str, config: ExperimentConf
                         f"{str(error).strip().splitlines()[-1][:300]}")
                     continue
                 first = next(iter(result["accuracy"]))
-                log(f"  model {len(pending) - len(running)}/{len(pending)} {job.key}: accuracy "
+                metric = "mAP50-95" if result.get("metric") == "map50_95" else "accuracy"
+                log(f"  model {len(pending) - len(running)}/{len(pending)} {job.key}: {metric} "
                     f"{result['accuracy'][first]:.4f} on {first} test data, trained in {result['train_seconds']:.1f}s")
         except KeyboardInterrupt:
             for ref in running:
@@ -323,12 +344,13 @@ def two_stage_search(config: ExperimentConfig, data_name: str, dataset_dir: Path
         child.finish("FINISHED")
     arch = space.parse(search["best_arch"])
     dataset = open_dataset(dataset_dir)
+    score = "map50_95" if dataset.card["task"] == "detection" else "accuracy"  # what the trials were scored by
     record = {"search_data": data_name, "best_arch": str(arch), "space": space.config.model_dump(mode="json"),
               "space_name": name,
               "choices": {decision: str(options[i]) for (decision, options), i in zip(space.choices(), space.to_choices(arch))},
               "params": space.count_params(arch, len(dataset.classes), dataset.channels),
               "images_processed": int(search["images_processed"]), "wall_seconds": round(search["wall_seconds"], 3),
-              "best_val_accuracy": max((t["accuracy"] for t in search.get("trials") or [] if t["accuracy"] is not None),
+              "best_val_accuracy": max((t[score] for t in search.get("trials") or [] if t.get(score) is not None),
                                        default=None)}
     log(f"two-stage: best architecture on {data_name} data: {record['best_arch']} "
         f"({record['wall_seconds']:.1f}s, {record['images_processed']:,} images processed)")
@@ -372,13 +394,31 @@ def report(config, settings: CompressionConfig, out: Path, card: dict, levels: d
     def predictions(prefix: str) -> list[dict]:
         return [load_predictions(models / f"{prefix}-s{seed}") for seed in seeds]
 
+    detection = card["task"] == "detection"
     reference_models = predictions("reference")
-    labels = reference_models[0]["labels"]
-    boot = PairedBootstrap(len(labels), settings.bootstrap, seed=config.seed)
+    test_images = len(reference_models[0]["ids"])
+    boot = PairedBootstrap(test_images, settings.bootstrap, seed=config.seed)
     confidence = settings.confidence
 
-    def scored(runs: list[dict], test: str, group: str) -> dict:
-        return boot.accuracy(np.stack([run[test] == labels for run in runs]), group, confidence)
+    if detection:
+        from frugalnas.compression.detection import STAT_KEYS, mean_ap
+
+        def scored(runs: list[dict], test: str, group: str) -> dict:
+            """mAP50-95 of each model, recomputed on every resample of the images."""
+            points, replicates, map50 = [], [], []
+            for run in runs:
+                stats = {key: run[f"{test}.{key}"] for key in STAT_KEYS}
+                point, point50 = mean_ap(stats)
+                points.append(point)
+                map50.append(point50)
+                replicates.append([mean_ap(stats, counts)[0] for counts in boot.counts])
+            record = boot.summarise(np.array(points), boot.combine(np.array(replicates), group), confidence)
+            return {**record, "map50": float(np.mean(map50))}
+    else:
+        labels = reference_models[0]["labels"]
+
+        def scored(runs: list[dict], test: str, group: str) -> dict:
+            return boot.accuracy(np.stack([run[test] == labels for run in runs]), group, confidence)
 
     reference_stats = card["split_stats"]["test"]
     base = scored(reference_models, REFERENCE, "reference-models")
@@ -386,7 +426,7 @@ def report(config, settings: CompressionConfig, out: Path, card: dict, levels: d
                  "dataset": reference_dir, "accuracy": base["accuracy"], "accuracy_ci": base["accuracy_ci"],
                  "accuracy_per_model": base["per_model"], "bpp": reference_stats["payload_bpp"],
                  "stored_bpp": reference_stats["stored_bpp"], "psnr": reference_stats["mean_psnr"],
-                 "test_images": int(len(labels))}
+                 "test_images": int(test_images), **({"map50": base["map50"]} if detection else {})}
     level_records, at_level = [], {}
     for level in levels["all"]:
         stats = open_dataset(level_dirs[level]).card["split_stats"]["test"]
@@ -398,7 +438,8 @@ def report(config, settings: CompressionConfig, out: Path, card: dict, levels: d
             "ssim": stats["mean_ssim"], "accuracy": result["accuracy"], "accuracy_ci": result["accuracy_ci"],
             "accuracy_per_model": result["per_model"], "drop_points": 100 * (base["accuracy"] - result["accuracy"]),
             "drop_points_ci": [100 * v for v in interval(drop, confidence)],
-            "tested_in": [part for part in ("degradation", "recovery", "two_stage") if level in levels[part]]})
+            "tested_in": [part for part in ("degradation", "recovery", "two_stage") if level in levels[part]],
+            **({"map50": result["map50"]} if detection else {})})
 
     recovery_records = []
     for level in levels["recovery"]:
@@ -418,10 +459,13 @@ def report(config, settings: CompressionConfig, out: Path, card: dict, levels: d
 
     two_stage, architectures = _two_stage_records(levels["two_stage"], searches, seeds, predictions, scored)
 
+    metric = "mAP50-95" if detection else "accuracy"
     plot_paths = _plots(out, reference, level_records, recovery_records, two_stage, levels, level_dirs, reference_dir,
-                        card, config.name, log)
+                        card, config.name, metric)
     summary = {
         "experiment": config.name, "kind": "compression", "task": card["task"],
+        # what every accuracy / accuracy_ci in this summary is: top-1 accuracy, or a detector's mAP50-95
+        "metric": "map50_95" if detection else "accuracy",
         "model": {"spec": settings.model, "label": model.label, "arch": model.arch,
                   "params": json.loads((models / f"reference-s{seeds[0]}" / RESULT_FILE).read_text())["params"]},
         "reference": reference, "levels": level_records, "recovery": recovery_records,
@@ -471,20 +515,21 @@ def _two_stage_records(levels, searches, seeds, predictions, scored) -> tuple[li
 
 
 def _plots(out: Path, reference: dict, level_records, recovery_records, two_stage, levels, level_dirs, reference_dir,
-           card, name: str, log: Log) -> list[Path]:
+           card, name: str, metric: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from frugalnas.compression import plots  # here, not at the top: Ray workers import this module
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
-    figures = {"accuracy_vs_bpp.png": plots.accuracy_vs_bpp(level_records, reference, f"{name}: accuracy against bits per pixel"),
-               "accuracy_vs_level.png": plots.accuracy_vs_level(level_records, reference, name),
+    figures = {"accuracy_vs_bpp.png": plots.accuracy_vs_bpp(level_records, reference,
+                                                            f"{name}: {metric} against bits per pixel", metric),
+               "accuracy_vs_level.png": plots.accuracy_vs_level(level_records, reference, name, metric),
                "psnr_vs_bpp.png": plots.psnr_vs_bpp(level_records, f"{name}: PSNR against bits per pixel")}
     if recovery_records:
-        figures["recovery.png"] = plots.recovery_bars(recovery_records, f"{name}: retraining on compressed data")
+        figures["recovery.png"] = plots.recovery_bars(recovery_records, f"{name}: retraining on compressed data", metric)
     if two_stage:
-        figures["two_stage.png"] = plots.two_stage_plot(two_stage, f"{name}: two-stage NAS")
+        figures["two_stage.png"] = plots.two_stage_plot(two_stage, f"{name}: two-stage NAS", metric)
     reference_data = open_dataset(reference_dir)
     ids, _ = reference_data.labels("test")
     example = int(np.sort(ids)[len(ids) // 2])  # a fixed, arbitrary test image
@@ -504,14 +549,14 @@ def _plots(out: Path, reference: dict, level_records, recovery_records, two_stag
 
 
 def _print_report(summary: dict, log: Log) -> None:
-    reference = summary["reference"]
+    reference, metric = summary["reference"], "mAP50-95" if summary["metric"] == "map50_95" else "accuracy"
     low, high = reference["accuracy_ci"]
-    log(f"reference ({reference['label']}): accuracy {reference['accuracy']:.4f} [{low:.4f}, {high:.4f}], "
+    log(f"reference ({reference['label']}): {metric} {reference['accuracy']:.4f} [{low:.4f}, {high:.4f}], "
         f"{reference['bpp']:.3f} payload bits/pixel")
     for record in summary["levels"]:
         low, high = record["accuracy_ci"]
         log(f"  {record['codec']:5s} {Level(record['codec'], record['quality']).label:7s} {record['bpp']:7.3f} bpp "
-            f"{record['psnr']:6.2f} dB  accuracy {record['accuracy']:.4f} [{low:.4f}, {high:.4f}]")
+            f"{record['psnr']:6.2f} dB  {metric} {record['accuracy']:.4f} [{low:.4f}, {high:.4f}]")
     for record in summary["recovery"]:
         share = ("n/a (drop within noise)" if record["recovery"] is None else
                  f"{100 * record['recovery']:.1f}% [{100 * record['recovery_ci'][0]:.1f}, {100 * record['recovery_ci'][1]:.1f}]")

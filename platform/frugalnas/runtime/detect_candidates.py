@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,7 +39,6 @@ class DetectionContext:
     eval_split: str = "val"
     torch_threads: int = 1
     ultralytics_dir: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def train_labels(dataset) -> tuple:
@@ -76,7 +75,9 @@ def train_detection_candidate(config: dict, context: DetectionContext) -> None:
     cost = detection_cost(space, arch, len(dataset.classes), settings.image_size)
 
     def report(epoch, training: DetectionTraining) -> None:
-        metrics = {**epoch.metrics(), "seconds": time.perf_counter() - started, "arch": config["arch"], **cost}
+        # setup: from the trial's start to its first epoch (imports, model build, ultralytics' trainer set-up)
+        metrics = {**epoch.metrics(), "seconds": time.perf_counter() - started,
+                   "setup_seconds": training.first_epoch_started - started, "arch": config["arch"], **cost}
         with tempfile.TemporaryDirectory() as folder:
             training.save_checkpoint(folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -231,6 +231,9 @@ def write_summary(out: Path, summary: dict) -> None:
 def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tracker, started: float) -> dict:
     from frugalnas.runtime.search_engines import SEARCH_ENGINES, engine_for
 
+    name, overrides = config.space_spec()
+    space = load_space(name, overrides or None)
+    truth = load_search_ground_truth(config, space, log)  # a bad table fails before any data work
     dataset_dir = prepare_dataset(config, out, log)
     card = open_dataset(dataset_dir).card
     if "val" not in card["splits"]:
@@ -241,8 +244,6 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     if tracker:
         record(tracker, "the dataset card and embedding report", log, tracking.log_dataset, tracker, dataset_dir,
                embedding)
-    name, overrides = config.space_spec()
-    space = load_space(name, overrides or None)
     engine = engine_for(config.search.strategy)
     ensure_ray(log)
     budget = "" if engine == "ray-train" else f", budget {config.search.budget}"
@@ -250,26 +251,24 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
     search = SEARCH_ENGINES.get(engine)(config=config, space=space, dataset_dir=dataset_dir, out=out,
                                         latents_path=embedding and embedding["path"], resume=resume, log=log,
                                         tracker=tracker)
+    if truth is not None:
+        annotate_ground_truth(search, truth, space, log)
     if tracker:
         record(tracker, "the search's leaderboard and plots", log, tracking.log_search, tracker, config, search)
+        if truth is not None:
+            record(tracker, "the ground truth of the candidates", log, tracking.log_ground_truth, tracker,
+                   search["ground_truth"], truth_by_arch(search))
     best = space.parse(search["best_arch"])
     log(f"best architecture: {search['best_arch']}")
     log(f"final: retraining it from scratch for {config.final.epochs} epochs on the full training split")
     final = task_final(card["task"])(config, space, best, dataset_dir, out, log)
     model = final.pop("model")
-    tracked = None
-    if tracker:
-        version = record(tracker, "the final model", log, tracking.log_final, tracker, config, space, best, model,
-                         final)
-        tracked = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
-                   "experiment": tracking.experiment_name(config), "experiment_id": tracker.experiment_id,
-                   "run_id": tracker.parent_run_id, "registered_model_version": version,
-                   "not_logged": tracker.not_logged()}
     summary = {
         "experiment": config.name,
         "strategy": config.search.strategy,
         "selection": config.selection.policy,
         "space": name,
+        "space_settings": space.config.model_dump(mode="json"),
         "best_arch": search["best_arch"],
         "search_images_processed": int(search["images_processed"]),
         "search_wall_seconds": round(search["wall_seconds"], 3),
@@ -280,14 +279,83 @@ def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tr
         "embedding": embedding and {k: embedding[k] for k in ("kind", "latent_dim", "knn_agreement",
                                                                "pixel_knn_agreement", "path")},
         "output_dir": str(out),
-        "tracking": tracked,
         **{k: v for k, v in search.items()
            if k not in ("best_arch", "images_processed", "wall_seconds", "selector_history")},
     }
+    export = export_after_run(out, summary, config, log)
+    summary["export"] = {k: v for k, v in export.items() if k != "context"}
+    summary["tracking"] = None
+    if tracker:
+        version = record(tracker, "the final model", log, lambda: tracking.log_final(
+            tracker, config, space, best, model, final, export=export, summary=summary))
+        summary["tracking"] = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
+                               "experiment": tracking.experiment_name(config), "experiment_id": tracker.experiment_id,
+                               "run_id": tracker.parent_run_id, "registered_model_version": version,
+                               "not_logged": tracker.not_logged()}
     write_summary(out, summary)
     if tracker:
         record(tracker, "summary.json", log, tracking.log_summary, tracker, out / "summary.json", summary)
     return summary
+
+
+def load_search_ground_truth(config: ExperimentConfig, space, log: Log):
+    """The table of ``search.ground_truth`` (None without one), read and checked before any work."""
+    settings = config.search.ground_truth
+    if settings is None:
+        return None
+    from frugalnas.errors import DataError
+    from frugalnas.fidelity.truth import load_ground_truth
+
+    path = Path(settings.table).expanduser()
+    if not path.is_file():
+        raise DataError(f"search.ground_truth.table {settings.table} does not exist")
+    truth = load_ground_truth(path, space, arch_column=settings.arch_column, metric_column=settings.metric_column)
+    log(f"ground truth: {settings.metric_column} of {len(truth)} architectures in {path} (optimum {truth.optimum:.4f})")
+    return truth
+
+
+def annotate_ground_truth(search: dict, truth, space, log: Log) -> None:
+    """Every candidate's ground truth (None when the table lacks it) and the search's regret: the
+    table's optimum minus the ground truth of the chosen architecture."""
+    missing = 0
+    for trial in search.get("trials") or []:
+        trial["ground_truth"] = truth.values.get(space.parse(trial["arch"]))
+        missing += trial["ground_truth"] is None
+    chosen = truth.values.get(space.parse(search["best_arch"]))
+    found = [t["ground_truth"] for t in search.get("trials") or [] if t["ground_truth"] is not None]
+    search["ground_truth"] = {
+        "table": truth.source, "metric_column": truth.metric, "optimum": truth.optimum, "best_arch": chosen,
+        "regret": None if chosen is None else truth.optimum - chosen,
+        "best_evaluated": max(found) if found else None,
+        "candidates_missing_from_table": missing}
+    if chosen is None:
+        log(f"ground truth: the chosen architecture is not in {truth.source}: no regret")
+    else:
+        log(f"ground truth: chosen architecture {chosen:.4f}, table optimum {truth.optimum:.4f}, "
+            f"regret {truth.optimum - chosen:.4f}")
+    if missing:
+        log(f"ground truth: {missing} candidate(s) are not in {truth.source}")
+
+
+def truth_by_arch(search: dict) -> dict[str, float]:
+    return {t["arch"]: t["ground_truth"] for t in search.get("trials") or [] if t.get("ground_truth") is not None}
+
+
+def export_after_run(out: Path, summary: dict, config: ExperimentConfig, log: Log) -> dict:
+    """The run's model as deployable files in ``OUT/export`` (``frugalnas export``'s default formats).
+    A failure is reported in the summary, not raised: the search and the trained model are kept."""
+    from frugalnas.export.bundle import default_formats, load_run, write_bundle
+
+    # what export reads; written again at the end with the export and tracking entries
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    try:
+        context = load_run(out)
+        log(f"export: {out / 'export'}")
+        report = write_bundle(context, out / "export", default_formats(context.model is None), log)
+    except Exception as error:  # noqa: BLE001 (any failure: the run's results must not be lost to it)
+        log(f"export: failed ({type(error).__name__}: {error}); try again with `frugalnas export {out}`")
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {**report, "context": context}
 
 
 def _json_default(value):

@@ -54,7 +54,7 @@ def trial_table(trials, metric: str = "accuracy") -> list[dict]:
 
 #: Besides its score, what a task's trial rows show (detection: ``map50_95`` is the score).
 EXTRA_TRIAL_METRICS = {"map50_95": ("map50", "precision", "recall", "train_seconds", "hardness_seconds",
-                                    "val_seconds")}
+                                    "val_seconds", "setup_seconds")}
 
 
 def classification_trials(*, config, space, dataset_dir: Path, latents_path: str | None, log) -> dict:

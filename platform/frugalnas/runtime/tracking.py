@@ -27,7 +27,8 @@ from frugalnas.track.runs import STATUS_TAG, ExperimentTracker, arch_params
 CANDIDATE_METRICS = ("accuracy", "train_accuracy", "train_loss", "images_processed", "subset_updates",
                      "seconds", "epoch_seconds", "params", "flops",
                      # detection candidates (runtime/detect_candidates.py)
-                     "map50_95", "map50", "precision", "recall", "train_seconds", "hardness_seconds", "val_seconds")
+                     "map50_95", "map50", "precision", "recall", "train_seconds", "hardness_seconds", "val_seconds",
+                     "setup_seconds")
 
 
 def _keeps_searching(hook):

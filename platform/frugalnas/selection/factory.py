@@ -9,7 +9,11 @@ from frugalnas.selection.base import SELECTORS, Selector, make_selector
 from frugalnas.selection.entropy import DEFAULT_BIN_WIDTH, load_entropy_scores
 from frugalnas.selection.furthest import FURTHEST_INDEXES
 
-DYNAMIC_POLICIES = ("dds", "dynamic-random")
+def is_dynamic(policy: str) -> bool:
+    """Whether the policy re-forms its subset on mastery (DDS's loop: hardness, mastery, updates)."""
+    from frugalnas.selection.dynamic import DynamicSelector
+
+    return issubclass(SELECTORS.get(policy), DynamicSelector)
 
 
 def policy_needs(policy: str) -> tuple[str, ...]:
@@ -37,13 +41,16 @@ def selector_from_settings(policy: str, train_ids: np.ndarray, train_labels: np.
                            latents: tuple[np.ndarray, np.ndarray] | None = None,
                            index: str = "kdtree",
                            entropy_scores: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
-                           entropy_bin_width: float = DEFAULT_BIN_WIDTH) -> Selector:
+                           entropy_bin_width: float = DEFAULT_BIN_WIDTH, coverage_quantile: float = 0.9) -> Selector:
     """A ready selector. ``latents`` = (ids, vectors) covering the training ids (dds only);
     ``index`` names the furthest-neighbour index built over them. ``entropy_scores`` = (ids, values)
     or the Parquet file of :func:`frugalnas.train.reference.ensure_entropy_scores` (entropy only),
-    ``entropy_bin_width`` its histogram's bin width (log10 units)."""
+    ``entropy_bin_width`` its histogram's bin width (log10 units); ``coverage_quantile`` the share of
+    each class dds-coverage draws replacements from."""
     kwargs = {"subset_size": subset_size, "seed": seed}
-    if policy in DYNAMIC_POLICIES:
+    if policy == "dds-coverage":
+        kwargs["coverage_quantile"] = coverage_quantile
+    if is_dynamic(policy):
         kwargs.update(hardness=hardness, mastery=mastery, warmup_epochs=warmup_epochs,
                       curriculum_stages=curriculum_stages, total_epochs=total_epochs, order=order,
                       easy_quantile=easy_quantile, mastery_rule=mastery_rule)

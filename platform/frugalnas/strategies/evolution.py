@@ -5,6 +5,14 @@ The population is the ``population_size`` most recently told results: when a new
 oldest dies, whatever its fitness (aging regularizes: an architecture survives only by having good
 descendants). The first ``population_size`` proposals are random; afterwards each proposal samples
 ``sample_size`` members, takes the best by the first objective and mutates one decision.
+
+Defaults (population 10, tournament over all 10) are tuned for the budgets NAS can afford per
+search, tens to a few hundred evaluations: Real et al.'s 100/25 spend the first hundred evaluations
+on random samples. With a small population evolution starts after ten, and selecting the best of
+the living population makes each proposal a mutation of the best recent architecture; aging still
+retires it after ten more results, so the search keeps moving. On NAS-Bench-201 this gives +0.4 to
++1.3 points at 25 evaluations over population 20 / tournament 5 on all three datasets, and no loss
+at 150 (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ class RegularizedEvolution(Strategy):
 
     name = "evolution"
 
-    def __init__(self, space, *, population_size: int = 20, sample_size: int = 5, **common):
+    def __init__(self, space, *, population_size: int = 10, sample_size: int = 10, **common):
         super().__init__(space, **common)
         self.population_size = check_int("population_size", population_size, minimum=1)
         self.sample_size = check_int("sample_size", sample_size, minimum=1)

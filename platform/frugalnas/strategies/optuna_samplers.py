@@ -149,12 +149,14 @@ class OptunaTPE(OptunaStrategy):
 
 @STRATEGIES.register("optuna-nsga2")
 class OptunaNSGA2(OptunaStrategy):
-    """Optuna's NSGA-II genetic algorithm (generations of ``population_size``)."""
+    """Optuna's NSGA-II genetic algorithm (generations of ``population_size``). The default 5 (Optuna's
+    own is 50) suits NAS budgets of tens to hundreds of evaluations: on NAS-Bench-201 a population of
+    20 stayed at random search's level up to 50 evaluations, 5 was clearly above it from 50 on."""
 
     name = "optuna-nsga2"
     sampler_params = ("population_size",)
 
-    def __init__(self, space, *, population_size: int = 20, **common):
+    def __init__(self, space, *, population_size: int = 5, **common):
         self.population_size = check_int("population_size", population_size, minimum=2)
         super().__init__(space, **common)
 

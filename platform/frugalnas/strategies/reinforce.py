@@ -6,10 +6,18 @@ per decision. After each result the logits take an Adam step on
 
     advantage * log p(arch) + entropy_weight * H(policy),
 
-where advantage = (reward - baseline) / scale, the baseline is an exponential moving average of the
-rewards (momentum ``baseline_momentum``) and the scale the standard deviation of all rewards so far.
-Scaling makes the step size independent of the metric's units (an accuracy in % or as a fraction),
-which Adam alone does not do once the entropy term is added.
+where advantage = reward - baseline, the baseline an exponential moving average of the rewards
+(momentum ``baseline_momentum``). The reward is shaped (``reward_shaping``):
+
+* ``rank`` (default): the result's mid-rank among all results so far, in (0, 1), over the standard
+  deviation of a uniform rank. Accuracy tables have a long tail of broken architectures (NAS-Bench-201:
+  disconnected cells at 10%); with raw rewards those few outliers set the scale, and the differences
+  among good architectures, which the search needs, become tiny advantages. Ranks give every result
+  the same weight and are independent of the metric's units.
+* ``standardize``: (reward - baseline) / standard deviation of all rewards so far (the earlier default).
+
+With ranks the policy can take larger steps (``lr`` 0.2). On NAS-Bench-201 this moved rl from 93.80
+to 94.12 at 50 evaluations on CIFAR-10 (random search: 93.76), see benchmarks/RESULTS.md.
 Numpy only: the gradient of a softmax table is two lines, and the state is a few small arrays.
 
 The policy may sample an architecture it has already evaluated; the strategy then learns from the
@@ -36,8 +44,8 @@ class Reinforce(Strategy):
     name = "rl"
     may_repeat = True
 
-    def __init__(self, space, *, lr: float = 0.1, baseline_momentum: float = 0.9, entropy_weight: float = 0.1,
-                 reward_shaping: str = "standardize", **common):
+    def __init__(self, space, *, lr: float = 0.2, baseline_momentum: float = 0.9, entropy_weight: float = 0.1,
+                 reward_shaping: str = "rank", **common):
         super().__init__(space, **common)
         if reward_shaping not in REWARD_SHAPINGS:
             raise ValueError(f"reward_shaping {reward_shaping!r} is unknown; allowed: {', '.join(REWARD_SHAPINGS)}")

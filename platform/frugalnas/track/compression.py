@@ -50,6 +50,7 @@ def log_study(tracker: ExperimentTracker, summary: Mapping[str, Any], plots: lis
               dataset_dir: Path) -> None:
     """The study's results on its parent run."""
     parent = tracker.parent_run_id
+    tracker.set_tags(parent, {"frugalnas.metric": summary["metric"]})  # what the accuracy metrics hold
     tracker.log_file(parent, Path(dataset_dir) / "dataset.json", "dataset")
     reference = summary["reference"]
     tracker.log_metrics(parent, {"reference_accuracy": reference["accuracy"], "reference_bpp": reference["bpp"],

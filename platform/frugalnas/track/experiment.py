@@ -15,9 +15,11 @@ def experiment_name(config) -> str:
     return config.tracking.experiment or config.name
 
 
-def start_tracking(config, out: Path, *, resume: bool, log: Log) -> ExperimentTracker | None:
+def start_tracking(config, out: Path, *, resume: bool, log: Log, tags: dict[str, str] | None = None
+                   ) -> ExperimentTracker | None:
     """Check the tracking store (fail fast) and open the experiment's parent run; None when
-    ``tracking.enabled`` is false."""
+    ``tracking.enabled`` is false. ``tags`` (on every run) default to a search's strategy,
+    selector and space."""
     if not config.tracking.enabled:
         return None
     location = resolve_location(config.tracking.uri, out)
@@ -25,9 +27,12 @@ def start_tracking(config, out: Path, *, resume: bool, log: Log) -> ExperimentTr
     name, _ = config.space_spec()
     tracker = ExperimentTracker.start(
         location, experiment_name(config), out, resume=resume, run_name=config.name,
-        tags={"strategy": config.search.strategy, "selector": config.selection.policy, "space": name},
+        tags=tags or {"strategy": config.search.strategy, "selector": config.selection.policy, "space": name},
         params=flatten(config.model_dump(mode="json")))
     tracker.log_file(tracker.parent_run_id, out / "config.json")
+    from frugalnas.track.ui import share_leaderboard_view
+
+    share_leaderboard_view(tracker.client, tracker.experiment_id)  # accuracy and images first in the runs table
     shown = f"embedded store {location.uri}" if location.embedded else location.uri
     log(f"tracking: MLflow experiment {experiment_name(config)!r}, run {tracker.parent_run_id} ({shown})")
     return tracker
@@ -74,14 +79,16 @@ def describe_experiment(tracker: ExperimentTracker, run_name: str) -> None:
 
     The experiment description (tag ``mlflow.note.content``) is shown on MLflow's experiment page,
     so comparing the candidates is one click from there; it names the latest run."""
-    from frugalnas.track.ui import compare_runs_fragment
+    from frugalnas.track.ui import compare_runs_fragment, leaderboard_fragment
 
     candidates = tracker.candidate_runs()
     if not candidates:
         return
     link = compare_runs_fragment([r.info.run_id for r in candidates], [tracker.experiment_id])
+    leaderboard = leaderboard_fragment(tracker.experiment_id)
     text = (f"**[Compare the {len(candidates)} candidates of run {run_name} side by side]({link})** "
-            f"(accuracy, images processed, params, strategy, selector, architecture choices).\n\n"
+            f"(accuracy, images processed, params, strategy, selector, architecture choices); "
+            f"**[the leaderboard]({leaderboard})**: every run by accuracy, score and cost columns first.\n\n"
             f"Candidates are nested under their experiment run `{tracker.parent_run_id}`; sorting the runs "
             "table by a metric lists them all.")
     tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", text)
@@ -120,6 +127,20 @@ def log_search(tracker: ExperimentTracker, config, search: Mapping[str, Any]) ->
         log_selector_history(tracker, parent, search["selector_history"], "supernet's selector")
 
 
+def log_ground_truth(tracker: ExperimentTracker, ground_truth: Mapping[str, Any], by_arch: Mapping[str, float]) -> None:
+    """The search's regret on the parent run and each candidate's ground truth on its run."""
+    from frugalnas.track.runs import ARCH_TAG
+
+    parent = tracker.parent_run_id
+    tracker.log_metrics(parent, {f"ground_truth_{k}": v for k, v in ground_truth.items()
+                                 if k in ("optimum", "best_arch", "regret", "best_evaluated") and v is not None})
+    tracker.set_tags(parent, {"frugalnas.ground_truth_table": ground_truth["table"]})
+    for run in tracker.candidate_runs():
+        value = by_arch.get(run.data.tags.get(ARCH_TAG))
+        if value is not None:
+            tracker.log_metrics(run.info.run_id, {"ground_truth": value})
+
+
 def accuracy_size_front(trials: list[dict], metric: str = "accuracy") -> list[dict]:
     """Candidates no other one beats on both the score (higher) and parameters (fewer)."""
     from frugalnas.strategies.pareto import pareto_front
@@ -128,8 +149,10 @@ def accuracy_size_front(trials: list[dict], metric: str = "accuracy") -> list[di
     return [row for _, row in pareto_front([(t["arch"], t) for t in rows], [metric, "-params"])]
 
 
-def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Mapping[str, Any]) -> str | None:
-    """The retrained model: metrics, architecture file, the model itself, its registry version."""
+def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Mapping[str, Any],
+              export: Mapping[str, Any] | None = None, summary: Mapping[str, Any] | None = None) -> str | None:
+    """The retrained model: metrics, architecture file, the model itself (with the export files of
+    ``frugalnas export`` beside it), its registry version (tagged with the search's summary)."""
     parent = tracker.parent_run_id
     tracker.log_metrics(parent, {k: v for k, v in final.items()
                                  if k.startswith("final_") and isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -139,11 +162,37 @@ def log_final(tracker: ExperimentTracker, config, space, arch, model, final: Map
     tracker.log_dict(parent, {"space": name, "space_settings": space.config.model_dump(mode="json"),
                               "arch": str(arch), "choices": arch_params(space, arch)}, "model/architecture.json")
     tracker.log_params(parent, {"best_" + k: v for k, v in arch_params(space, arch).items()})
+    export = export or {}
+    files = [Path(export["folder"]) / f for f in export.get("files", [])] if export.get("folder") else []
+    context = export.get("context")
     version = tracker.log_model(model, registered_name=experiment_name(config) if config.tracking.register_model
-                                else None)
+                                else None, input_example=getattr(context, "inputs", None), extra_files=files,
+                                version_tags=summary_tags(summary or {}))
     if version:
         tracker.set_tags(parent, {"frugalnas.registered_model": f"{experiment_name(config)}/{version}"})
     return version
+
+
+#: Summary entries that go on the registered model version as tags (``frugalnas.<key>``).
+SUMMARY_TAGS = ("experiment", "strategy", "selection", "space", "best_arch", "final_test_accuracy",
+                "final_test_map50_95", "final_params", "final_epochs", "search_images_processed",
+                "search_wall_seconds", "total_wall_seconds", "search_engine", "scheduler")
+
+
+def summary_tags(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The search's summary as model-version tags: the headline entries, the dataset and the export."""
+    tags = {f"frugalnas.{k}": summary[k] for k in SUMMARY_TAGS if summary.get(k) is not None}
+    dataset = summary.get("dataset") or {}
+    for key in ("name", "codec", "quality"):
+        if dataset.get(key) is not None:
+            tags[f"frugalnas.dataset.{key}"] = dataset[key]
+    export = summary.get("export") or {}
+    if export.get("formats"):
+        tags["frugalnas.export_formats"] = ",".join(export["formats"])
+    trials = summary.get("trials") or []
+    if trials:
+        tags["frugalnas.candidates"] = len(trials)
+    return {k: str(v) for k, v in tags.items()}
 
 
 def log_summary(tracker: ExperimentTracker, summary_path: Path, summary: Mapping[str, Any]) -> None:

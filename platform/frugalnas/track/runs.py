@@ -203,23 +203,44 @@ class ExperimentTracker:
     def log_file(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
 
-    def log_model(self, model, *, registered_name: str | None) -> str | None:
+    def log_model(self, model, *, registered_name: str | None, input_example=None, extra_files=(),
+                  version_tags: Mapping[str, Any] | None = None) -> str | None:
         """The trained model as an ``mlflow.pytorch`` model of the parent run, registered under
-        ``registered_name``; returns the registered version (None when not registered)."""
+        ``registered_name``; returns the registered version (None when not registered).
+
+        With an ``input_example`` (a real batch) the model is saved in MLflow's ``pt2`` format
+        (torch.export), which loads without unpickling code (MLflow checks the archive when pickle
+        deserialization is disallowed); without one, or if the model cannot be exported, as a
+        pickle. ``extra_files`` travel in the model's ``extra_files/`` folder, and ``version_tags``
+        go on the registered version."""
         import mlflow
         import mlflow.pytorch
         import torch
 
+        common = dict(name="model", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                      extra_files=[str(f) for f in extra_files] or None, registered_model_name=registered_name)
         with tracking_uri_set_to(self.location.uri):
             with mlflow.start_run(run_id=self.parent_run_id, nested=mlflow.active_run() is not None):
-                # pickle, not MLflow 3's default pt2 export, which needs an input example and loads
-                # back as a GraphModule instead of the nn.Module that was trained
-                info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                                registered_model_name=registered_name)
+                info, serialization = None, "pt2"
+                if input_example is not None:
+                    try:
+                        info = mlflow.pytorch.log_model(model, serialization_format="pt2",
+                                                        input_example=input_example.numpy(), **common)
+                    except Exception as error:  # a model torch.export cannot trace: fall back, say so
+                        self.client.set_tag(self.parent_run_id, "frugalnas.pt2_error", str(error)[:2000])
+                if info is None:
+                    serialization = "pickle"
+                    # loads back as the nn.Module that was trained; needs pickle deserialization allowed
+                    info = mlflow.pytorch.log_model(model, serialization_format="pickle", **common)
         self.client.update_run(self.parent_run_id, status="RUNNING")  # start_run's exit ended it
+        self.client.set_tag(self.parent_run_id, "frugalnas.model_serialization", serialization)
         version = getattr(info, "registered_model_version", None)
-        return None if version is None else str(version)
+        if version is None:
+            return None
+        for key, value in {**(version_tags or {}), "frugalnas.model_serialization": serialization}.items():
+            if value is not None:
+                self.client.set_model_version_tag(registered_name, str(version), key, str(value)[:5000])
+        return str(version)
 
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         self.end_run(self.parent_run_id, status, error)

@@ -14,6 +14,15 @@ Facts about MLflow 3.17's web UI that the URLs below depend on (checked in headl
 - The compare page is ``#/compare-runs?runs=<JSON list of run ids>&experiments=<JSON list of
   experiment ids>``. Percent-encoded JSON works too, and is required inside a markdown link: a raw
   ``"`` ends the link's href.
+- Which columns the runs table shows (``selectedColumns``, ``columnOrder``: ids like
+  ``metrics.`accuracy```) is per-browser UI state (local storage), with no URL parameter and no
+  experiment-level default. The one way to hand a layout to every browser is a *shared view*: the
+  experiment tag ``mlflow.sharedViewState.<key>`` holding the state as JSON, opened by the URL
+  parameter ``viewStateShareKey=<key>`` (what the UI's own "share" writes; the page then says
+  "You're viewing a shared view" and offers to save it as the user's own). The URL must carry no
+  sort or filter parameter then, or the shared state is ignored; the sort goes into the state.
+  Without the shared view, the metric columns come after Created, Dataset, Duration, Source and
+  Models, off screen to the right on a laptop.
 """
 from __future__ import annotations
 
@@ -129,16 +138,54 @@ def base_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def experiment_url(base: str, experiment_id: str, order_by: Optional[str] = "accuracy") -> str:
-    """The experiment's runs table in the classic-ML view, sorted by metric ORDER_BY (best first).
+#: The shared view (see the module docstring) that puts the candidates' score and cost first.
+LEADERBOARD_VIEW = "frugalnas-leaderboard"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+LEADERBOARD_METRICS = ("accuracy", "images_processed", "params", "flops", "seconds")
+
+
+def leaderboard_view_state(order_by: str = "accuracy", metrics: Iterable[str] = LEADERBOARD_METRICS) -> dict:
+    """The runs-table state of the leaderboard view: sorted by ORDER_BY (best first, which also lists
+    the nested candidates flat) with the METRICS columns right after the run name, in that order."""
+    columns = [f"metrics.`{name}`" for name in metrics]
+    return {"orderByKey": f"metrics.`{order_by}`", "orderByAsc": False, "selectedColumns": columns,
+            "columnOrder": columns}
+
+
+def share_leaderboard_view(client, experiment_id: str, **state) -> str:
+    """Store the leaderboard view on the experiment (tag ``mlflow.sharedViewState.<key>``); returns the key."""
+    client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + LEADERBOARD_VIEW,
+                              json.dumps(leaderboard_view_state(**state)))
+    return LEADERBOARD_VIEW
+
+
+def experiment_url(base: str, experiment_id: str, order_by: Optional[str] = "accuracy",
+                   view: Optional[str] = None) -> str:
+    """The experiment's runs table in the classic-ML view: the shared VIEW when given (its columns
+    and sort), else sorted by metric ORDER_BY (best first).
 
     Sorting by a metric also lists the nested candidate runs flat instead of under their collapsed
     parent; a metric no run has still lists every run.
     """
     query = {"workflowType": "machine_learning"}
-    if order_by:
+    if view:
+        query["viewStateShareKey"] = view  # a sort parameter beside it would make the UI ignore the view
+    elif order_by:
         query.update(orderByKey=f"metrics.`{order_by}`", orderByAsc="false")
     return f"{base}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
+
+
+def leaderboard_fragment(experiment_id: str) -> str:
+    """The URL fragment of the experiment's leaderboard view (markdown-link safe, like the compare link)."""
+    return experiment_url("", experiment_id, view=LEADERBOARD_VIEW).lstrip("/")
+
+
+def shared_view(store: "EmbeddedStore", experiment_id: str) -> Optional[str]:
+    """LEADERBOARD_VIEW if the experiment carries it (experiments tracked by this frugalnas do)."""
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(tracking_uri=store.backend_uri).get_experiment(experiment_id).tags
+    return LEADERBOARD_VIEW if VIEW_TAG_PREFIX + LEADERBOARD_VIEW in tags else None
 
 
 def compare_runs_fragment(run_ids: Iterable[str], experiment_ids: Iterable[str]) -> str:
@@ -192,7 +239,7 @@ def serve(store: EmbeddedStore, host: str = "127.0.0.1", port: int = 5000,
     experiment_id = find_experiment_id(store, name) if name else None
     echo(f"MLflow UI for {store.out}: {base}")
     if experiment_id is not None:
-        echo(f"experiment {name!r}: {experiment_url(base, experiment_id)}")
+        echo(f"experiment {name!r}: {experiment_url(base, experiment_id, view=shared_view(store, experiment_id))}")
     elif name:
         echo(f"no experiment named {name!r} in {store.db} yet; all experiments: {base}/#/experiments")
     process = subprocess.Popen(server_command(store, host, port), start_new_session=True)

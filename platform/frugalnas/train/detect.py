@@ -46,7 +46,7 @@ IOU_MATCH = 0.5
 FOUND_CONF = 0.25
 #: ultralytics arguments frugalnas sets itself (the rest of its training arguments go in ``train_args``).
 RESERVED_ARGS = ("model", "data", "epochs", "imgsz", "batch", "device", "project", "name", "exist_ok", "resume",
-                 "seed", "plots", "save", "val", "verbose", "mode", "task", "workers", "split", "fraction",
+                 "seed", "plots", "save", "val", "verbose", "mode", "task", "split", "fraction",
                  "time", "save_dir")
 
 
@@ -212,7 +212,7 @@ class DetectionTraining:
     ``model`` is an ultralytics model YAML (a fresh start) and ``workdir`` holds the run's image
     lists, its data YAML and ultralytics' run folder (``workdir/ultralytics``, with ``weights/last.pt``
     and ``best.pt``). ``on_epoch(epoch, training)`` is called after each epoch's validation and
-    checkpoint; :meth:`checkpoint_files` names what a resumable checkpoint must keep.
+    ultralytics' own ``last.pt``; :meth:`save_checkpoint` writes what resumes the run from there.
     """
 
     def __init__(self, model: str | Path, export: YoloExport, selector: Selector, settings: DetectionSettings,
@@ -231,6 +231,7 @@ class DetectionTraining:
         self.planned_epoch = -1  # the trainer epoch the current list was planned for
         self.trainer = None
         self._marks: dict[str, float] = {}
+        self.first_epoch_started: float | None = None  # perf_counter() when the trainer began its first epoch
         self._epoch_feedback: tuple[float | None, float] = (None, 0.0)
 
     # -- selection ----------------------------------------------------------------------------
@@ -271,6 +272,8 @@ class DetectionTraining:
                 trainer._close_dataloader_mosaic()  # the new loader starts with Mosaic on again
             self.loaded_ids = self.current_ids
         self._marks = {"start": time.perf_counter()}
+        if self.first_epoch_started is None:
+            self.first_epoch_started = self._marks["start"]
 
     def _on_train_epoch_end(self, trainer) -> None:
         self._marks["trained"] = time.perf_counter()
@@ -310,11 +313,13 @@ class DetectionTraining:
 
     def overrides(self, data_yaml: Path, resume_from: Path | None) -> dict:
         settings = self.settings
-        args = {**settings.train_args, "data": str(data_yaml), "epochs": settings.epochs, "imgsz": settings.image_size,
-                "batch": settings.batch_size, "device": settings.device, "seed": settings.seed, "workers": 0,
+        # defaults the user may change in train_args: no dataloader worker processes (on CPU ultralytics
+        # uses none anyway), no AMP (its check on CUDA downloads a model)
+        args = {"workers": 0, "amp": False, **settings.train_args,
+                "data": str(data_yaml), "epochs": settings.epochs, "imgsz": settings.image_size,
+                "batch": settings.batch_size, "device": settings.device, "seed": settings.seed,
                 "project": str(self.workdir), "name": "ultralytics", "exist_ok": True, "plots": False,
                 "save": True, "val": True, "verbose": False}
-        args.setdefault("amp", False)  # AMP's check on CUDA downloads a model
         if resume_from is not None:
             args.update(model=str(resume_from), resume=str(resume_from))
         else:

@@ -39,6 +39,9 @@ def build_arch(spec: str, num_classes: int, in_channels: int) -> tuple[nn.Module
     from frugalnas.spaces import load_space
 
     space = load_space(space_name)
+    if space.task != "classification":
+        raise ConfigError(f"--arch {spec!r}: the {space.family!r} space builds {space.task} networks; this trains "
+                          "classifiers (search detectors with `frugalnas run` on a detection data set)")
     try:
         arch = space.parse(arch_text)
     except ValueError as error:
