@@ -147,6 +147,22 @@ def first_significant(levels: list[dict], codec: str, points: float = 0.0) -> di
     return next((r for r in ordered if r["drop_points_ci"][0] > points), None)
 
 
+def knee_verdict(levels: list[dict], codec: str) -> str:
+    """Where this curve's knee (first drop of more than 2 points, beyond noise) lies against the
+    published one: at or past it (agrees), before it (degrades earlier), or nowhere (more robust)."""
+    found = first_significant(levels, codec, 2.0)
+    knee = Level(codec, PUBLISHED_KNEES[codec])
+    tested = [r for r in levels if r["codec"] == codec]
+    if found is None:
+        worst = max(tested, key=lambda r: Level(codec, r["quality"]).fidelity_order())
+        return (f"more robust: no drop beyond 2 points down to {Level(codec, worst['quality']).label} "
+                f"({worst['drop_points']:+.1f})")
+    level = Level(codec, found["quality"])
+    if level.fidelity_order() >= knee.fidelity_order():
+        return f"agrees: the first drop beyond 2 points is at {level.label}, at or past the knee"
+    return f"degrades earlier: beyond 2 points already at {level.label}"
+
+
 def dataset_section(name: str, summary: dict) -> str:
     reference = summary["reference"]
     config = summary["config"]
@@ -196,9 +212,9 @@ def dataset_section(name: str, summary: dict) -> str:
         lines += ["### Two-stage NAS under compression", "",
                   f"Search: {config['search']['strategy']} ({config['search']['budget']} candidates x "
                   f"{config['search']['epochs_per_candidate']} epochs, selection {config['selection']['policy']}, "
-                  f"subset {config['selection']['subset_size']}) over NAS-Bench-201 cells (channels "
-                  f"{config['space']['network']['channels']}, 1 cell per stage); the chosen architecture retrained "
-                  f"for {summary['epochs']} epochs, {summary['repeats']} seeds per cell.", "",
+                  f"subset {config['selection'].get('subset_size', 'all')}) over the space `{config['space']}`; the "
+                  f"chosen architecture retrained for {summary['epochs']} epochs, {summary['repeats']} seeds per cell. "
+                  "Search data and retraining data: reference or compressed; every cell tested on both.", "",
                   "| level | search data | retrain data | accuracy on reference % | on compressed % | search s | "
                   "search images | params | architecture |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
         for c in summary["two_stage"]:
@@ -227,8 +243,8 @@ def comparison_section(summaries: dict) -> str:
               f"quality {PUBLISHED_KNEES['jpeg']} and at H.264 CRF {PUBLISHED_KNEES['h264']}; retraining recovers up to "
               "78.4% of the loss. Here, per data set, the least compressed level whose drop's interval lies above 0 "
               "points (a drop beyond noise), and above 2 and 5 points:", "",
-              "| data | codec | first drop beyond noise | first > 2 points | first > 5 points | published knee |",
-              "|---|---|---|---|---|---|"]
+              "| data | codec | first drop beyond noise | first > 2 points | first > 5 points | published knee | "
+              "here, against it |", "|---|---|---|---|---|---|---|"]
     for name, summary in summaries.items():
         for codec in ("jpeg", "h264"):
             cells = []
@@ -237,7 +253,13 @@ def comparison_section(summaries: dict) -> str:
                 cells.append("none" if found is None else
                              f"{Level(codec, found['quality']).label} ({found['drop_points']:+.1f})")
             knee = Level(codec, PUBLISHED_KNEES[codec]).label
-            lines.append(f"| {name} | {codec} | {' | '.join(cells)} | {knee} |")
+            lines.append(f"| {name} | {codec} | {' | '.join(cells)} | {knee} | "
+                         f"{knee_verdict(summary['levels'], codec)} |")
+    lines += ["", "Recovery (published: up to 78.4%, five other tasks): "
+              + "; ".join(f"{name} {r['codec']} {Level(r['codec'], r['quality']).label}: "
+                          + ("n/a (drop within noise)" if r["recovery"] is None else
+                             f"{100 * r['recovery']:.0f}% [{100 * r['recovery_ci'][0]:.0f}, {100 * r['recovery_ci'][1]:.0f}]")
+                          for name, summary in summaries.items() for r in summary["recovery"]) + "."]
     if "cifar10" in summaries:
         summary = summaries["cifar10"]
         reference = summary["reference"]["accuracy"]
@@ -260,7 +282,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["mnist", "cifar10", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny settings, results not written")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite results/compression.md from results/compression.json, running nothing")
     args = parser.parse_args()
+    if args.report_only:
+        payload = json.loads((RESULTS / "compression.json").read_text())
+        write_results("compression", payload, report(payload["studies"], payload["header"]))
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -279,7 +307,7 @@ def main() -> None:
         return
     summaries = {**{k: v for k, v in previous.items() if k not in summaries}, **summaries}
     info = machine()
-    header = (f"# Compression study: degradation, recovery, two-stage NAS\n\nGenerated by `benchmarks/compression.py` "
+    header = (f"Generated by `benchmarks/compression.py` "
               f"({date.today()}; {info.get('cpu', '?')}, {info['cpu_count']} cores shared with other jobs: load average "
               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; commit {info.get('commit')}; this run "
               f"{(time.perf_counter() - started) / 60:.0f} min for {', '.join(names)}). Each data set is one "
@@ -288,11 +316,16 @@ def main() -> None:
               + "; ".join(f"{codec}: " + ", ".join(f"{k} {v}" for k, v in versions.items())
                           for codec, versions in next(iter(summaries.values()))["codec_versions"].items())
               + ".\n")
-    markdown = "\n".join([header] + [dataset_section(name, summaries[name]) for name in ("mnist", "cifar10")
-                                     if name in summaries] + [comparison_section(summaries)])
-    payload = {"machine": info, "studies": {name: {k: v for k, v in s.items() if k not in ("train_seconds",)}
-                                            for name, s in summaries.items()}}
-    write_results("compression", payload, markdown)
+    payload = {"machine": info, "header": header,
+               "studies": {name: {k: v for k, v in s.items() if k not in ("train_seconds",)}
+                           for name, s in summaries.items()}}
+    write_results("compression", payload, report(payload["studies"], header))
+
+
+def report(summaries: dict, header: str) -> str:
+    return "\n".join(["# Compression study: degradation, recovery, two-stage NAS\n", header]
+                     + [dataset_section(name, summaries[name]) for name in ("mnist", "cifar10") if name in summaries]
+                     + [comparison_section(summaries)])
 
 
 if __name__ == "__main__":
