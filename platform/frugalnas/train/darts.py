@@ -207,7 +207,8 @@ def bilevel_split(train_ids, train_labels, *, arch_fraction: float = 0.5, seed: 
 
 
 SELECTION_KEYS = ("policy", "subset_size", "hardness", "mastery", "warmup_epochs", "curriculum_stages", "index",
-                  "order", "easy_quantile", "mastery_rule", "entropy_scores", "entropy_bin_width")
+                  "order", "easy_quantile", "mastery_rule", "entropy_scores", "entropy_bin_width",
+                  "coverage_quantile")
 
 
 def selector_for_weight_half(split: BilevelSplit, selection: Mapping[str, Any], *, seed: int, total_epochs: int,
