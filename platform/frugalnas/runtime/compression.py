@@ -38,7 +38,8 @@ from frugalnas.data.codecs import psnr
 from frugalnas.data.recode import card_digest, recode
 from frugalnas.errors import ConfigError, FrugalError
 from frugalnas.runtime.experiment import (
-    Log, ensure_ray, output_dir, prepare_dataset, prepare_embedding, prepare_entropy, ray_address)
+    Log, ensure_ray, json_default, output_dir, prepare_dataset, prepare_embedding, prepare_entropy, ray_address,
+    run_tracked)
 from frugalnas.track import experiment as tracking
 
 STUDY_FILE = "compression.json"  # marks an output folder as holding a compression study
@@ -70,19 +71,8 @@ def run_compression(config: ExperimentConfig, out: str | Path | None = None, *, 
         "kind": "compression", "model": settings.model,
         # for the two-stage searches' runs
         "strategy": config.search.strategy, "selector": config.selection.policy, "space": name})
-    try:
-        summary = _study(config, settings, out, resume, log, tracker, started)
-    except (SearchInterrupted, StudyInterrupted, KeyboardInterrupt):
-        if tracker:
-            tracker.finish("KILLED")
-        raise
-    except BaseException as error:
-        if tracker:
-            tracker.finish("FAILED", f"{type(error).__name__}: {error}")
-        raise
-    if tracker:
-        tracker.finish("FINISHED")
-    return summary
+    return run_tracked(tracker, log, lambda: _study(config, settings, out, resume, log, tracker, started),
+                       interrupted=(SearchInterrupted, StudyInterrupted))
 
 
 class _Phases(dict):
@@ -157,7 +147,7 @@ def _study(config: ExperimentConfig, settings: CompressionConfig, out: Path, res
         summary["tracking"] = {"uri": tracker.location.uri, "embedded": tracker.location.embedded,
                                "experiment": tracking.experiment_name(config), "experiment_id": tracker.experiment_id,
                                "run_id": tracker.parent_run_id}
-    summary_path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    summary_path.write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     if tracker:
         from frugalnas.track.compression import log_study
 
@@ -563,11 +553,3 @@ def _print_report(summary: dict, log: Log) -> None:
         log(f"recovery at {record['codec']} {Level(record['codec'], record['quality']).label}: "
             f"{record['compressed_accuracy']:.4f} -> retrained {record['retrained_accuracy']:.4f} "
             f"(reference {record['original_accuracy']:.4f}): {share}")
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

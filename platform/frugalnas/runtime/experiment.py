@@ -192,23 +192,34 @@ def run_experiment(config: ExperimentConfig, out: str | Path | None = None, *, r
                           "or choose another --out") from None
     ray_address()  # a wrong RAY_ADDRESS fails here, before any work
     tracker = tracking.start_tracking(config, out, resume=resume, log=log)
-    try:
-        summary = _run_tracked(config, out, resume, log, tracker, started)
-    except (SearchInterrupted, KeyboardInterrupt):
-        if tracker:
-            record(tracker, "the experiment run's end", log, tracker.finish, "KILLED")
-        raise
-    except BaseException as error:
-        if tracker:
-            record(tracker, "the experiment run's end", log, tracker.finish, "FAILED", f"{type(error).__name__}: {error}")
-        raise
+    summary = run_tracked(tracker, log, lambda: _run_tracked(config, out, resume, log, tracker, started),
+                          interrupted=(SearchInterrupted,))
     if tracker:
-        record(tracker, "the experiment run's end", log, tracker.finish, "FINISHED")
         not_logged = tracker.not_logged()
         if not_logged != summary["tracking"]["not_logged"]:  # the last records failed: say so in the file
             summary["tracking"]["not_logged"] = not_logged
             write_summary(out, summary)
     return summary
+
+
+def run_tracked(tracker, log: Log, work, *, interrupted: tuple[type[BaseException], ...] = ()):
+    """``work()``, then the end of the experiment's MLflow run (when ``tracker``): FINISHED, KILLED when
+    it stopped by one of ``interrupted`` or Ctrl+C (its outputs are resumable), FAILED otherwise (with
+    the error). Shared by every experiment kind: run, fidelity, compression."""
+    end = "the experiment run's end"
+    try:
+        result = work()
+    except (*interrupted, KeyboardInterrupt):
+        if tracker:
+            record(tracker, end, log, tracker.finish, "KILLED")
+        raise
+    except BaseException as error:
+        if tracker:
+            record(tracker, end, log, tracker.finish, "FAILED", f"{type(error).__name__}: {error}")
+        raise
+    if tracker:
+        record(tracker, end, log, tracker.finish, "FINISHED")
+    return result
 
 
 def record(tracker, what: str, log: Log, method, *args):
@@ -225,7 +236,7 @@ def record(tracker, what: str, log: Log, method, *args):
 
 
 def write_summary(out: Path, summary: dict) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
 
 
 def _run_tracked(config: ExperimentConfig, out: Path, resume: bool, log: Log, tracker, started: float) -> dict:
@@ -347,7 +358,7 @@ def export_after_run(out: Path, summary: dict, config: ExperimentConfig, log: Lo
     from frugalnas.export.bundle import default_formats, load_run, write_bundle
 
     # what export reads; written again at the end with the export and tracking entries
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     try:
         context = load_run(out)
         log(f"export: {out / 'export'}")
@@ -358,7 +369,8 @@ def export_after_run(out: Path, summary: dict, config: ExperimentConfig, log: Lo
     return {**report, "context": context}
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps(default=)`` for summaries: numpy scalars and arrays as JSON values, anything else as text."""
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     if isinstance(value, np.ndarray):

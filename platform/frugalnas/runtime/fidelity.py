@@ -310,7 +310,7 @@ class FidelityTracking(tune.Callback):
 def run_fidelity(config: ExperimentConfig, out: str | Path | None = None, *, resume: bool = False,
                  log: Log = print) -> dict:
     """Run the measurement; returns the summary (also written to ``OUT/summary.json``)."""
-    from frugalnas.runtime.experiment import output_dir, ray_address
+    from frugalnas.runtime.experiment import output_dir, ray_address, run_tracked
     from frugalnas.track import experiment as tracking
 
     if config.fidelity is None:
@@ -325,19 +325,8 @@ def run_fidelity(config: ExperimentConfig, out: str | Path | None = None, *, res
     tracker = tracking.start_tracking(config, out, resume=resume, log=log,
                                       tags={"kind": "fidelity", "space": name,
                                             "arms": ",".join(config.fidelity.arms)})
-    try:
-        summary = _run(config, out, resume, log, tracker, started)
-    except (FidelityInterrupted, KeyboardInterrupt):
-        if tracker:
-            tracker.finish("KILLED")
-        raise
-    except BaseException as error:
-        if tracker:
-            tracker.finish("FAILED", f"{type(error).__name__}: {error}")
-        raise
-    if tracker:
-        tracker.finish("FINISHED")
-    return summary
+    return run_tracked(tracker, log, lambda: _run(config, out, resume, log, tracker, started),
+                       interrupted=(FidelityInterrupted,))
 
 
 def _run(config: ExperimentConfig, out: Path, resume: bool, log: Log, tracker, started: float) -> dict:
