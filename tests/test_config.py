@@ -36,6 +36,11 @@ def test_defaults_fill_in_and_design_example_validates(tmp_path):
     ({"name": "x", "dataset": {"codec": "h264", "quality": 60}}, ["dataset", "quality 60 is out of range", "CRF 0..51"]),
     ({"name": "x", "bogus": 1}, ["bogus", "unknown key", "allowed keys: name, seed, dataset"]),
     ({"selection": {}}, ["missing key 'name'"]),
+    ({"name": "x", "selection": {"mastery_rule": "easy-fraction", "easy_quantile": 0.5}},
+     ["selection", "mastery_rule 'easy-fraction' needs the fixed easy threshold"]),
+    ({"name": "x", "fidelity": {"table": "t.csv", "budgets": [100],
+                                "arms": {"a": {"mastery_rule": "easy-fraction", "easy_quantile": 0.5}}}},
+     ["fidelity.arms.a", "needs the fixed easy threshold"]),
 ])
 def test_errors_name_file_key_value_and_allowed(tmp_path, data, fragments):
     path = write(tmp_path, data)

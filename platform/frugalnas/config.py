@@ -97,6 +97,14 @@ class SelectionConfig(Section):
     coverage_quantile: float = Field(0.9, gt=0, le=1, description="dds-coverage: replacements come from the share "
                                      "of each class nearest its latent centroid")
 
+    @model_validator(mode="after")
+    def _mastery_rule_needs_a_fixed_threshold(self):
+        # the selector refuses this too, but only once a candidate trains: say it before any work
+        if self.mastery_rule == "easy-fraction" and self.easy_quantile is not None:
+            raise ValueError("mastery_rule 'easy-fraction' needs the fixed easy threshold (hardness): with "
+                             "easy_quantile the easy fraction is about 1 - easy_quantile whatever the model has learnt")
+        return self
+
 
 class ReferenceConfig(Section):
     """The entropy selector's reference model, trained once per dataset and cached (Na et al. 2021)."""
