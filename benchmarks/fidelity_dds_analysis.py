@@ -32,7 +32,26 @@ from scipy import stats
 
 from common import RESULTS, machine
 
-ARMS = ("dds", "dds-coverage", "dynamic-random")
+ARMS = ("dds", "dds-coverage", "dynamic-random")  # default --arms
+
+
+def arm_settings(summary: dict, arms: list[str]) -> dict[str, dict]:
+    """Settings of each ``NAME`` or ``NAME=POLICY`` in ``arms``: the benchmark's own for an arm it ran; for
+    ``NAME=POLICY`` not in it, the first listed benchmark arm's settings with ``policy`` replaced (the same
+    thresholds and subset, another replacement rule)."""
+    parsed = [(a.split("=", 1) + [None])[:2] for a in arms]
+    known = summary["arm_settings"]
+    base = next((known[name] for name, _ in parsed if name in known), None)
+    out = {}
+    for name, policy in parsed:
+        if name in known:
+            out[name] = dict(known[name])
+        elif policy and base is not None:
+            out[name] = {**base, "policy": policy}
+        else:
+            raise SystemExit(f"arm {name!r} is not in the benchmark ({', '.join(known)}): name one of them, or "
+                             f"{name}=POLICY to re-run a listed arm's settings with another policy")
+    return out
 
 
 def misranking(summary: dict) -> dict:
@@ -68,7 +87,7 @@ def percentile_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def swaps(summary: dict, work: Path, n_archs: int) -> dict:
+def swaps(summary: dict, work: Path, n_archs: int, arms: dict[str, dict]) -> dict:
     import torch
 
     from frugalnas.data import open_dataset
@@ -90,18 +109,19 @@ def swaps(summary: dict, work: Path, n_archs: int) -> dict:
         where = train.labels == c
         centroid_distance[where] = np.linalg.norm(train_vectors[where] - train_vectors[where].mean(0), axis=1)
     typicality = dict(zip(train.ids.tolist(), percentile_within(centroid_distance, train.labels)))
-    entropy_ids, entropy = load_entropy_scores(summary["one_off"]["entropy_reference"]["path"])
-    entropy_pct = dict(zip(entropy_ids.tolist(), 100 * (stats.rankdata(entropy) - 0.5) / len(entropy)))
+    entropy_pct = {}  # without an entropy arm the benchmark has no reference model's scores
+    if (summary.get("one_off") or {}).get("entropy_reference"):
+        entropy_ids, entropy = load_entropy_scores(summary["one_off"]["entropy_reference"]["path"])
+        entropy_pct = dict(zip(entropy_ids.tolist(), 100 * (stats.rankdata(entropy) - 0.5) / len(entropy)))
     space = load_space(summary["space_settings"])
     archs = summary["architectures"]
     order = sorted(range(len(archs)), key=lambda i: archs[i]["truth"])
     chosen = [order[0], order[len(order) // 2], order[-1]][:n_archs]
     budget = max(b for b in summary["budgets"]
                  if all(summary["arms"][arm]["kendall_tau"][summary["budgets"].index(b)] is not None
-                        for arm in ARMS if arm in summary["arms"]))
+                        for arm in arms if arm in summary["arms"]))
     result = {"budget": budget, "architectures": [archs[i]["arch"] for i in chosen], "arms": {}}
-    for arm in ARMS:
-        settings = dict(summary["arm_settings"].get(arm) or {**summary["arm_settings"]["dds"], "policy": arm})
+    for arm, settings in arms.items():
         inputs = {"latents": (latent_ids, vectors)}
         swapped_in, swapped_out, updates, per_arch = [], [], 0, []
         for i in chosen:
@@ -120,7 +140,7 @@ def swaps(summary: dict, work: Path, n_archs: int) -> dict:
                         swapped_out.append(old)
                         swapped_in.append(new)
             print(f"{arm} {archs[i]['arch']}: {per_arch[-1]}", flush=True)
-        describe = lambda ids, table: None if not ids else {  # noqa: E731
+        describe = lambda ids, table: None if not ids or not table else {  # noqa: E731
             "median": float(np.median([table[i] for i in ids])),
             "share_above_90": float(np.mean([table[i] > 90 for i in ids]))}
         result["arms"][arm] = {
@@ -157,8 +177,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {arm} | {e['updates']} | {e['swapped']} | {fmt(e['typicality_in'])} | "
                          f"{fmt(e['typicality_out'])} | {fmt(e['entropy_in'])} | {fmt(e['entropy_out'])} |")
         lines += ["", "Validation accuracy of each re-run (the same architectures, arms and budget):", "",
-                  "| arm | " + " | ".join(f"truth {r['truth']:.1f}" for r in swap["arms"][ARMS[0]]["runs"]) + " |",
-                  "|---|" + "---:|" * len(swap["arms"][ARMS[0]]["runs"])]
+                  "| arm | " + " | ".join(f"truth {r['truth']:.1f}" for r in next(iter(swap["arms"].values()))["runs"])
+                  + " |", "|---|" + "---:|" * len(next(iter(swap["arms"].values()))["runs"])]
         for arm, e in swap["arms"].items():
             lines.append(f"| {arm} | " + " | ".join(f"{r['accuracy']:.3f}" for r in e["runs"]) + " |")
     return "\n".join(lines)
@@ -169,11 +189,14 @@ def main() -> None:
     parser.add_argument("--summary", default=str(RESULTS / "fidelity_nb201.json"))
     parser.add_argument("--work", default=os.environ.get("FRUGALNAS_BENCH_WORK", "/tmp/frugalnas-bench"))
     parser.add_argument("--archs", type=int, default=3, help="architectures re-run to record swaps (0: skip)")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help="arms re-run to record swaps: NAME (an arm of the benchmark) or NAME=POLICY (the first "
+                             "listed arm's settings with another policy), comma-separated")
     args = parser.parse_args()
     summary = json.loads(Path(args.summary).read_text())
     report = {"misranking": misranking(summary), "machine": machine()}
     if args.archs:
-        report["swaps"] = swaps(summary, Path(args.work), args.archs)
+        report["swaps"] = swaps(summary, Path(args.work), args.archs, arm_settings(summary, args.arms.split(",")))
     (RESULTS / "fidelity_dds_analysis.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     (RESULTS / "fidelity_dds_analysis.md").write_text(text + "\n")
