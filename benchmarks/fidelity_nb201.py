@@ -53,7 +53,7 @@ def fmt(value, digits=2, signed=True):
 
 def markdown(summary: dict) -> str:
     budgets = summary["budgets"]
-    heads = " | ".join(f"{b // 1000}k" for b in budgets)
+    heads = " | ".join(f"{b / 1000:g}k" for b in budgets)
     rule = "|".join(["---"] + ["---:"] * len(budgets))
     lines = [f"# Ranking fidelity on NAS-Bench-201 (CIFAR-10, {summary['k']} architectures)", ""]
     m = summary.get("machine", {})
@@ -119,6 +119,9 @@ def markdown(summary: dict) -> str:
               f"({summary.get('trials_reused', 0)} trials reused from an earlier run of the same settings).", "",
               f"![fidelity curves](results/{NAME}_curves.png)", "",
               f"![proxy against ground truth](results/{NAME}_proxy_vs_truth.png)"]
+    reading = RESULTS / f"{NAME}_reading.md"  # the hand-written reading of these numbers, kept beside them
+    if reading.exists():
+        lines += ["", "## Reading", "", reading.read_text().strip()]
     return "\n".join(lines)
 
 
