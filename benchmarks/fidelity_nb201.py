@@ -72,6 +72,9 @@ def markdown(summary: dict) -> str:
         + f"; scored on {summary['eval_images']:,} held-out training images (never the subset). "
         f"Seeds: {summary['seeds']}; the same initial weights for an architecture in every arm and the same "
         "first subset in every subset arm (paired comparisons).", ""]
+    if summary.get("overrides"):
+        lines += ["Run with these changes to the job as it ships: "
+                  + "; ".join(f"`--set {o}`" for o in summary["overrides"]) + ".", ""]
     for score in summary["scores"]:
         lines += [f"## Kendall tau of `{score}` against ground truth", "",
                   f"| arm | {heads} | first budget beating params |", f"|{rule}|---:|"]
@@ -137,6 +140,7 @@ def main() -> None:
         work = Path(args.work)
         summary = run_job(work, args.overrides)
         summary["machine"] = machine()
+        summary["overrides"] = args.overrides  # what this run changed from the job as it ships
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{NAME}.json").write_text(json.dumps(summary, indent=2) + "\n")
         out = work / NAME
