@@ -127,11 +127,13 @@ def swaps(summary: dict, work: Path, n_archs: int, arms: dict[str, dict]) -> dic
         for i in chosen:
             run = ProxyRun(space=space, arch=space.parse(archs[i]["arch"]), train_data=train, eval_data=val,
                            num_classes=len(dataset.classes), channels=dataset.channels, settings=settings,
-                           train=summary["train"], seed=summary["seeds"][0], budgets=[budget], checkpoints=True,
+                           train=summary["train"], seed=summary["seeds"][0], checkpoints=True,
+                           # every checkpoint the benchmark scored (scoring between budgets is part of the run)
+                           budgets=[b for b in summary["budgets"] if b <= budget],
                            schedule_images=summary["budgets"][-1], selector_inputs=inputs)
             trainer = None
-            for record, _ in run.run():
-                per_arch.append({"arch": archs[i]["arch"], "truth": archs[i]["truth"], **record})
+            records = [record for record, _ in run.run()]
+            per_arch.append({"arch": archs[i]["arch"], "truth": archs[i]["truth"], **records[-1]})
             trainer = run.last_trainer
             for h in trainer.selector.history:
                 if h.get("updated") and h.get("swaps"):

@@ -46,7 +46,8 @@ def fidelity_curves(summary: dict, title: str = ""):
         axis.axhline(0, color="lightgray", linewidth=0.8)
         axis.set_xscale("log")
         axis.set_xticks(budgets)
-        axis.set_xticklabels([f"{int(b / 1000)}k" if b >= 1000 else str(int(b)) for b in budgets])
+        axis.set_xticklabels([f"{b / 1000:g}k" if b >= 1000 else str(int(b)) for b in budgets])
+        axis.set_xticks([], minor=True)  # the log axis's own minor labels (3x10^3, ...) crowd the budgets
         axis.set_xlabel("training images per architecture")
         axis.set_title(SCORE_TITLES.get(score, score), fontsize=10)
         axis.grid(alpha=0.3)
