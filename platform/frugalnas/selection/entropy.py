@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from frugalnas.errors import DataError
-from frugalnas.selection.base import SELECTORS, EpochPlan, Selector, check_int, preview
+from frugalnas.selection.base import SELECTORS, check_int, preview
+from frugalnas.selection.random_subset import StaticSubset
 
 #: Entropies below this (a prediction with probability ~1) are floored before the log10.
 ENTROPY_FLOOR = 1e-12
@@ -71,7 +72,7 @@ def entropy_sample(ids: np.ndarray, entropy: np.ndarray, size: int, rng: np.rand
 
 
 @SELECTORS.register("entropy")
-class EntropySubset(Selector):
+class EntropySubset(StaticSubset):
     """A static subset of ``subset_size`` images drawn once by :func:`entropy_sample` from the
     reference model's ``entropy`` = (ids, values) (covering every training id; other ids are ignored,
     so scores of the whole training split serve any part of it), trained every epoch in a fresh
@@ -106,19 +107,6 @@ class EntropySubset(Selector):
     def params(self) -> dict:
         return {"seed": self.seed, "subset_size": self.subset_size, "bin_width": self.bin_width,
                 "entropy_fingerprint": self.entropy_fingerprint}
-
-    @property
-    def subset(self) -> np.ndarray:
-        return self._subset.copy()
-
-    def _plan_epoch(self, epoch: int) -> EpochPlan:
-        return EpochPlan(epoch, True, self._rng.permutation(self._subset), False, 0)
-
-    def _policy_state(self) -> dict:
-        return {"subset": self._subset.tolist()}
-
-    def _load_policy_state(self, state: dict) -> None:
-        self._subset = np.asarray(state["subset"], dtype=np.int64)
 
 
 def scores_for(ids: np.ndarray, entropy) -> np.ndarray:

@@ -7,20 +7,9 @@ import numpy as np
 from frugalnas.selection.base import SELECTORS, EpochPlan, Selector, balanced_subset, check_subset_size
 
 
-@SELECTORS.register("random")
-class RandomSubset(Selector):
-    """Draws ``subset_size`` class-balanced images once and trains on them every epoch, each epoch
-    in a fresh seeded permutation."""
-
-    name = "random"
-    uses_feedback = False
-
-    def __init__(self, train_ids, train_labels, *, subset_size=None, seed=0):
-        super().__init__(train_ids, train_labels, subset_size=subset_size, seed=seed)
-        self.subset_size = check_subset_size(subset_size, len(self.train_ids), len(self.classes))
-        self._subset = np.sort(
-            balanced_subset(self.train_ids, self.train_labels, self.subset_size, self._rng)
-        )
+class StaticSubset(Selector):
+    """A subset drawn once (``self._subset``, sorted ids) and trained on every epoch, each epoch in a
+    fresh seeded permutation; subclasses only say how it is drawn."""
 
     @property
     def subset(self) -> np.ndarray:
@@ -34,3 +23,19 @@ class RandomSubset(Selector):
 
     def _load_policy_state(self, state: dict) -> None:
         self._subset = np.asarray(state["subset"], dtype=np.int64)
+
+
+@SELECTORS.register("random")
+class RandomSubset(StaticSubset):
+    """Draws ``subset_size`` class-balanced images once and trains on them every epoch, each epoch
+    in a fresh seeded permutation."""
+
+    name = "random"
+    uses_feedback = False
+
+    def __init__(self, train_ids, train_labels, *, subset_size=None, seed=0):
+        super().__init__(train_ids, train_labels, subset_size=subset_size, seed=seed)
+        self.subset_size = check_subset_size(subset_size, len(self.train_ids), len(self.classes))
+        self._subset = np.sort(
+            balanced_subset(self.train_ids, self.train_labels, self.subset_size, self._rng)
+        )
