@@ -358,7 +358,7 @@ def export_after_run(out: Path, summary: dict, config: ExperimentConfig, log: Lo
     from frugalnas.export.bundle import default_formats, load_run, write_bundle
 
     # what export reads; written again at the end with the export and tracking entries
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
+    write_summary(out, summary)
     try:
         context = load_run(out)
         log(f"export: {out / 'export'}")
