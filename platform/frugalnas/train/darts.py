@@ -64,6 +64,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.func import functional_call
 
+from frugalnas.config import SelectionConfig
 from frugalnas.data.shards import curriculum_shards
 from frugalnas.selection.base import Selector
 from frugalnas.selection.factory import selector_from_settings
@@ -206,9 +207,8 @@ def bilevel_split(train_ids, train_labels, *, arch_fraction: float = 0.5, seed: 
     return BilevelSplit(weight[w], weight_y[w], arch[a], arch_y[a])
 
 
-SELECTION_KEYS = ("policy", "subset_size", "hardness", "mastery", "warmup_epochs", "curriculum_stages", "index",
-                  "order", "easy_quantile", "mastery_rule", "entropy_scores", "entropy_bin_width",
-                  "coverage_quantile")
+# the experiment's selection section, whatever it holds: a hand-kept copy of its keys went stale once
+SELECTION_KEYS = tuple(SelectionConfig.model_fields)
 
 
 def selector_for_weight_half(split: BilevelSplit, selection: Mapping[str, Any], *, seed: int, total_epochs: int,
