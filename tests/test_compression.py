@@ -201,6 +201,9 @@ def test_small_study_end_to_end_and_resume(tmp_path, ray_session):
     assert "training" not in resumed.stderr and "searching" not in resumed.stderr
     second = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert second["levels"] == summary["levels"] and second["recovery"] == summary["recovery"]
+    # the phases' cost survives the resume: the first run's training time is still counted
+    assert second["phases"]["degradation"] >= summary["phases"]["degradation"] > 0
+    assert second["phases_this_run"]["degradation"] < summary["phases"]["degradation"]
 
 
 # ---------------------------------------------------------------- detection

@@ -1,6 +1,8 @@
 """``frugalnas compression``: the compression study as an experiment kind.
 
-Phases (each timed; ``summary.json`` holds the wall seconds of each):
+Phases (each timed; ``summary.json`` holds the wall seconds of each, summed over every run into
+the same OUT, so a resumed study still reports what each phase cost; ``phases_this_run`` is this
+run's share):
 
 1. **ingest** the reference data (as ``frugalnas run`` does: reused when the card matches);
 2. **recode** its test split at every level (and all splits at the levels models are retrained on),
@@ -76,7 +78,15 @@ def run_compression(config: ExperimentConfig, out: str | Path | None = None, *, 
 
 
 class _Phases(dict):
-    """Wall seconds per phase, measured by ``with phases("name"):``."""
+    """Wall seconds per phase, measured by ``with phases("name"):``, in this run (``self``) and summed
+    with the earlier runs into the same OUT (``total``, kept in ``OUT/phases.json`` after each phase,
+    so a study stopped and resumed still says what each phase cost; the unfinished phase of a run
+    killed without warning is the part that is lost)."""
+
+    def __init__(self, path: Path, resume: bool):
+        super().__init__()
+        self.path = path
+        self.total: dict[str, float] = json.loads(path.read_text()) if resume and path.exists() else {}
 
     @contextlib.contextmanager
     def __call__(self, name: str):
@@ -84,12 +94,15 @@ class _Phases(dict):
         try:
             yield
         finally:
-            self[name] = round(self.get(name, 0.0) + time.perf_counter() - started, 3)
+            spent = time.perf_counter() - started
+            self[name] = round(self.get(name, 0.0) + spent, 3)
+            self.total[name] = round(self.total.get(name, 0.0) + spent, 3)
+            self.path.write_text(json.dumps(self.total, indent=1) + "\n")
 
 
 def _study(config: ExperimentConfig, settings: CompressionConfig, out: Path, resume: bool, log: Log, tracker,
            started: float) -> dict:
-    phases = _Phases()
+    phases = _Phases(out / "phases.json", resume)
     with phases("ingest"):
         reference_dir = prepare_dataset(config, out, log)
     card = open_dataset(reference_dir).card
@@ -139,7 +152,8 @@ def _study(config: ExperimentConfig, settings: CompressionConfig, out: Path, res
 
     with phases("report"):
         summary = report(config, settings, out, card, levels, level_dirs, reference_dir, model, seeds, searches, log)
-    summary["phases"] = dict(phases)
+    summary["phases"] = dict(phases.total)
+    summary["phases_this_run"] = dict(phases)
     summary["total_wall_seconds"] = round(time.perf_counter() - started, 3)
     summary["resumed"] = resume
     summary_path = out / "summary.json"

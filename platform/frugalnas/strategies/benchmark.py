@@ -236,15 +236,16 @@ def best_so_far(results: Sequence[Mapping[str, float] | None], metric: str, mode
 
 def run_searcher_benchmark(table: str | Path, space: str | Space = "nb201", *, arch_column: str = "arch",
                            metric_column: str = "accuracy", strategies: Sequence[str] = ("random", "evolution"),
-                           budget: int = 150, seeds: int = 20, engine: str = "inprocess",
+                           budget: int = 150, seeds: int = 20, first_seed: int = 0, engine: str = "inprocess",
                            budgets_report: Sequence[int] = DEFAULT_REPORT_AT, mode: str = "max",
                            report_column: str | None = None, strategy_params: Mapping[str, dict] | None = None,
                            progress: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
-    """Run every strategy ``seeds`` times (seeds 0..seeds-1) for ``budget`` evaluations on the table.
+    """Run every strategy ``seeds`` times (seeds ``first_seed`` .. ``first_seed + seeds - 1``) for
+    ``budget`` evaluations on the table.
 
     Returns ``{"optimum": x, "strategies": {name: {"budgets", "mean_best", "std_best", ...}}, ...}``:
     per strategy the mean and sample std over seeds of the best value found after each of
-    ``budgets_report`` evaluations, the whole mean/std curve (``curve_mean``/``curve_std``, one value
+    ``budgets_report`` evaluations (``seed_best``: each seed's, one list per seed), the whole mean/std curve (``curve_mean``/``curve_std``, one value
     per evaluation), each seed's final best, wall time, and counters. With ``report_column`` the
     curves show that column's value of the architecture that is best by ``metric_column``, and
     ``optimum`` is the report value of the best architecture by the metric (``optimum_report``:
@@ -281,14 +282,14 @@ def run_searcher_benchmark(table: str | Path, space: str | Space = "nb201", *, a
         "missing_from_table": space.size() - len(lookup), "arch_column": arch_column,
         "metric": metric_column, "report": report_column or metric_column, "mode": mode,
         "optimum": lookup.values[best_arch][report_column or metric_column], "optimum_arch": str(best_arch),
-        "budget": budget, "seeds": int(seeds), "engine": engine, "strategies": {},
+        "budget": budget, "seeds": int(seeds), "first_seed": int(first_seed), "engine": engine, "strategies": {},
     }
     if report_column:
         out["optimum_report"] = max(sign * v[report_column] for v in lookup.values.values()) * sign
     objective = metric_column if mode == "max" else f"-{metric_column}"
     for name in strategies:
         curves, finals, counters, seconds = [], [], [], []
-        for seed in range(int(seeds)):
+        for seed in range(int(first_seed), int(first_seed) + int(seeds)):
             strategy = make_strategy(name, space, seed=seed, objectives=[objective], **strategy_params.get(name, {}))
             started = time.perf_counter()
             results = run(strategy, lookup, budget)
@@ -307,6 +308,7 @@ def run_searcher_benchmark(table: str | Path, space: str | Space = "nb201", *, a
             "budgets": report_at,
             "mean_best": [float(mean[b - 1]) for b in report_at],
             "std_best": [float(std[b - 1]) for b in report_at],
+            "seed_best": [[float(curve[b - 1]) for b in report_at] for curve in curves],
             "curve_mean": mean.tolist(),
             "curve_std": std.tolist(),
             "final_best": finals,
