@@ -117,7 +117,7 @@ def run_study(name: str, quick: bool, work: Path) -> dict:
     started = time.perf_counter()
     summary = run_compression(config, out, resume=(out / "compression.json").exists(), log=lambda m: log(" ", m))
     summary["benchmark_wall_seconds"] = round(time.perf_counter() - started, 1)
-    summary["recorded_seconds"] = recorded_seconds(summary)
+    summary["recorded_seconds"] = recorded_seconds(summary, out / "levels")
     summary["config"] = data
     summary["about_sample"] = about
     for plot in ("accuracy_vs_bpp", "accuracy_vs_level", "recovery", "two_stage"):
@@ -238,10 +238,15 @@ def dataset_section(name: str, summary: dict) -> str:
 TRAINED_IN = {"degradation": "reference-", "recovery": "retrain-", "two_stage_retrain": "two-stage-"}
 
 
-def recorded_seconds(summary: dict) -> dict:
-    """Per phase, the training seconds its models recorded themselves (and the searches' wall seconds):
-    kept with every model's result, so complete even for a study that was stopped and resumed."""
-    out = {phase: round(sum(v for k, v in summary["train_seconds"].items() if k.startswith(prefix)), 1)
+def recorded_seconds(summary: dict, levels: Path) -> dict:
+    """Per phase, the seconds its work recorded itself: each recoded level's card, each model's
+    training, each search's wall time. Kept with every result, so complete even for a study that
+    was stopped and resumed."""
+    from frugalnas.data import open_dataset
+
+    out = {"recode": round(sum(open_dataset(folder).card.get("recode_seconds", 0.0)
+                               for folder in sorted(levels.iterdir()) if folder.is_dir()), 1)}
+    out |= {phase: round(sum(v for k, v in summary["train_seconds"].items() if k.startswith(prefix)), 1)
            for phase, prefix in TRAINED_IN.items()}
     searches = {(cell["level"], cell["search_data"]): cell["search_wall_seconds"]  # two cells per search
                 for cell in summary.get("two_stage") or []}
@@ -250,16 +255,18 @@ def recorded_seconds(summary: dict) -> dict:
 
 
 def phase_times(summary: dict) -> list[str]:
-    phases, recorded = summary["phases"], summary["recorded_seconds"]
+    phases, recorded = summary["phases"], summary.get("recorded_seconds", {})  # results written before it existed
     lines = ["### Time per phase (seconds)", "",
              "| | " + " | ".join(phases) + " | total |", "|---|" + "---:|" * (len(phases) + 1),
-             "| wall | " + " | ".join(f"{v:.0f}" for v in phases.values()) + f" | {sum(phases.values()):.0f} |",
-             "| recorded by the models and searches | " +
-             " | ".join(f"{recorded[p]:.0f}" if p in recorded else "" for p in phases) +
-             f" | {sum(recorded.values()):.0f} |", ""]
-    note = ("`wall`: each phase's wall time, summed over every run into the study's folder; the models train "
-            "two at a time, so a phase's wall time is about half its models' summed training time. "
-            "`recorded`: each model's own training seconds (and each search's wall seconds), summed per phase.")
+             "| wall | " + " | ".join(f"{v:.0f}" for v in phases.values()) + f" | {sum(phases.values()):.0f} |"]
+    if recorded:
+        lines.append("| recorded by the models and searches | " +
+                     " | ".join(f"{recorded[p]:.0f}" if p in recorded else "" for p in phases) +
+                     f" | {sum(recorded.values()):.0f} |")
+    lines.append("")
+    note = ("`wall`: each phase's wall time, summed over every run into the study's folder; levels are recoded "
+            "and models trained two at a time, so a phase's wall time is about half its recorded seconds. "
+            "`recorded`: the seconds each recoded level, trained model and search recorded itself, summed per phase.")
     if any(phases.get(p, 0) < 1 < v for p, v in recorded.items()):
         note += (" This study was stopped and resumed before its folder kept the phases' wall times (they are "
                  "kept since), so the `wall` row lacks the stopped run's share: phases it had finished show 0. "
