@@ -20,6 +20,7 @@ BENCHMARKS = [
     ("searchers_nb201_like.py", "searchers"),
     ("searchers_nb201.py", "searchers_nb201"),
     ("searchers_nb201_settings.py", "searchers_nb201_settings"),
+    ("searchers_nb201_early.py", "searchers_nb201_early"),
     ("fidelity_nb201.py", "fidelity_nb201"),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),

@@ -20,7 +20,9 @@ searches (default 100, on seeds 1000.. so that they are not the seeds the defaul
 Also a few settings beside each default (rl with a larger step, TPE and NSGA-II with a shorter random
 start) to see whether the early budget is a matter of settings.
 
-Needs ../shared/data/nb201/nats_tss.csv (not committed). Results: benchmarks/results/searchers_nb201_early.{json,md}.
+Needs ../shared/data/nb201/nats_tss.csv (not committed). Results: benchmarks/results/searchers_nb201_early.{json,md};
+a hand-written reading of them, ``results/searchers_nb201_early_reading.md``, is appended when present
+(``--render`` re-writes the markdown from the JSON without running anything).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import RESULTS, machine, write_results  # noqa: E402
 from searchers_nb201 import COLUMNS, TABLE  # noqa: E402
 
 from frugalnas.spaces import load_space  # noqa: E402
@@ -54,6 +56,7 @@ RUNS = [
     ("optuna-nsga2 population 3", "optuna-nsga2", {"population_size": 3}),
 ]
 REPORT_AT = (10, 25, 50)
+READING = RESULTS / "searchers_nb201_early_reading.md"
 SMALL_SAMPLE = 20  # the number of searches per strategy in searchers_nb201.py
 
 
@@ -95,7 +98,16 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=50)
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="5 seeds, CIFAR-10 only (a smoke run, not written)")
+    parser.add_argument("--render", action="store_true", help="only re-write the markdown from the JSON")
     args = parser.parse_args()
+    if args.render:
+        import json
+
+        payload = json.loads((RESULTS / "searchers_nb201_early.json").read_text())
+        meta = payload["meta"]
+        write_results("searchers_nb201_early", payload,
+                      markdown(payload["datasets"], meta, [b for b in REPORT_AT if b <= meta["budget"]]))
+        return
     torch.set_num_threads(1)
     if not Path(args.table).is_file():
         raise SystemExit(f"the NAS-Bench-201 table is not at {args.table}: pass --table (see ../shared/data/nb201)")
@@ -165,12 +177,12 @@ def markdown(datasets: dict, meta: dict, report_at: list[int]) -> str:
         f"other jobs: load average {meta['load_before']:.1f} before, {meta['load_after']:.1f} after; commit "
         f"{m.get('commit', '?')}; {meta['total_seconds'] / 60:.0f} min). {meta['seeds']} searches per strategy and "
         f"column (seeds {meta['first_seed']}..{meta['first_seed'] + meta['seeds'] - 1}, not the seeds 0..19 of "
-        f"the section above nor 100..119 used to try settings), {meta['budget']} table lookups each, searching "
+        f"`searchers_nb201.py` nor 100..119 used to try settings), {meta['budget']} table lookups each, searching "
         "and reporting the same column.",
         "",
         "Cells: mean ± std of the best test accuracy found after N evaluations; `ratio`: difference from random "
-        "search over the larger std (the section above calls a strategy beyond the seed spread when it is above "
-        f"1) with its 95% bootstrap interval ({meta['bootstrap']} resamples of the searches, both sides); "
+        "search over the larger std (`searchers_nb201.py` calls a strategy beyond the seed spread when it is "
+        f"above 1) with its 95% bootstrap interval ({meta['bootstrap']} resamples of the searches, both sides); "
         f"`P(>1 | 20)`: the share of bootstrap draws of {SMALL_SAMPLE} searches per side in which the ratio is above 1, "
         "i.e. how often a 20-seed benchmark would say \"beyond the spread\"; `random-eq.`: how many uniform random "
         "evaluations have an expected best equal to the strategy's mean (exact, from the table's distribution).",
@@ -197,6 +209,8 @@ def markdown(datasets: dict, meta: dict, report_at: list[int]) -> str:
                   "the share of the table below at or above it, and worth this many random evaluations:", ""]
         lines += [f"- N={g['n']}: {g['random_mean_plus_std']:.2f}, top {100 * g['table_share_at_or_above']:.2f}% of "
                   f"the table, {g['random_equivalent']} random evaluations" for g in d["goal"]]
+    if READING.exists():
+        lines += ["", READING.read_text().strip()]
     return "\n".join(lines) + "\n"
 
 
