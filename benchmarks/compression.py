@@ -267,9 +267,10 @@ def phase_times(summary: dict) -> list[str]:
                      " | ".join(f"{recorded[p]:.0f}" if p in recorded else "" for p in phases) +
                      f" | {sum(recorded.values()):.0f} |")
     lines.append("")
-    note = ("`wall`: each phase's wall time, summed over every run into the study's folder; levels are recoded "
-            "and models trained two at a time, so a phase's wall time is about half its recorded seconds. "
-            "`recorded`: the seconds each recoded level, trained model and search recorded itself, summed per phase.")
+    note = ("`wall`: each phase's wall time, summed over every run into the study's folder. `recorded`: the seconds "
+            "each recoded level, trained model and search recorded itself, summed per phase; a model's are its "
+            "training only (scoring every model on every level's test images counts in `wall` alone). Two tasks "
+            "run at a time, so `recorded` can exceed `wall`.")
     if any(phases.get(p, 0) < 1 < v for p, v in recorded.items()):
         note += (" This study was stopped and resumed before its folder kept the phases' wall times (they are "
                  "kept since), so the `wall` row lacks the stopped run's share: phases it had finished show 0. "
