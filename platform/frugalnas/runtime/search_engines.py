@@ -134,11 +134,12 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
     # as terminated, so a search interrupted during its last candidates would look complete. HyperBand
     # can leave a trial that trained all its epochs PAUSED at the end (a race in Ray 2.60): it ended too.
     # A candidate proposed again after losing its node has a trial per attempt: the last one counts.
-    saved = latest_attempts(tune.ExperimentAnalysis(experiment_path).trials)
+    every_attempt = tune.ExperimentAnalysis(experiment_path).trials
+    saved = latest_attempts(every_attempt)
     finished_trials = sum(trial.status in ("TERMINATED", "ERROR") or (
         trial.status == "PAUSED" and (trial.last_result or {}).get("epoch", 0) >= config.search.epochs_per_candidate)
         for trial in saved)
-    candidates_run = len({result.config.get("suggestion") for result in results})
+    candidates_run = len(results) - (len(every_attempt) - len(saved))  # an attempt may have no result, nor config
     if finished_trials < candidates_run or len(saved) < min(config.search.budget, space.size()):
         raise SearchInterrupted(
             f"search stopped after {finished_trials} of {config.search.budget} candidates; its state is saved in "
