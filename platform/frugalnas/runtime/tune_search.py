@@ -79,6 +79,7 @@ class StrategySearcher(Searcher):
         self.retries: list[dict] = []  # candidates to propose again (the config of their next attempt)
         self.carried: dict[str, int] = {}  # a re-proposal's trial id -> its earlier attempts' failures (until it starts)
         self.superseded: dict[str, dict] = {}  # trial id of an attempt proposed again -> candidate, failures
+        self.paused: set[str] = set()  # live trials a scheduler paused (as of the last step)
 
     def suggest(self, trial_id: str):
         self._fail_undecided()
@@ -89,10 +90,10 @@ class StrategySearcher(Searcher):
             return config
         if self.suggested >= self.budget:
             # a running candidate may yet lose its node and need another attempt: finished only when none runs
-            return None if self.live else Searcher.FINISHED
+            return None if self._running() else Searcher.FINISHED
         arch = self.strategy.ask()
         if arch is None:  # the strategy has nothing left to propose
-            return None if self.live else Searcher.FINISHED
+            return None if self._running() else Searcher.FINISHED
         self.suggested += 1
         self.live[trial_id], self.numbers[trial_id] = str(arch), self.suggested
         return {"arch": str(arch), "suggestion": self.suggested}  # 1-based proposal order
@@ -115,6 +116,11 @@ class StrategySearcher(Searcher):
         metrics = numeric(result)
         self.strategy.tell(self.space.parse(arch), metrics)
         self.told.append((arch, metrics))
+
+    def _running(self) -> bool:
+        """Whether a live trial is running or about to (not paused: HyperBand can leave a trial that
+        trained all its epochs paused for good, a race in Ray 2.60, and Tune ends the search then)."""
+        return bool(set(self.live) - self.paused)
 
     def _fail_undecided(self) -> None:
         for trial_id in list(self.errored):
@@ -146,6 +152,7 @@ class StrategySearcher(Searcher):
     def forget_ended(self, trials) -> None:
         """Trials Tune ended without telling the searcher (none should): told as they ended, so that
         the search does not wait for them forever."""
+        self.paused = {trial.trial_id for trial in trials if trial.status == "PAUSED" and trial.trial_id in self.live}
         if not self.live:
             return
         for trial in trials:
