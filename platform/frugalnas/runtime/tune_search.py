@@ -117,6 +117,12 @@ class StrategySearcher(Searcher):
         self.strategy.tell(self.space.parse(arch), metrics)
         self.told.append((arch, metrics))
 
+    def done(self) -> bool:
+        """Every budgeted candidate proposed, none waiting to be proposed again, none running or
+        starting (a trial a scheduler keeps paused does not count: see :class:`FinishingLimiter`)."""
+        return (not self.retries and not self.errored and self.suggested >= self.budget
+                and not self._running())
+
     def _running(self) -> bool:
         """Whether a live trial is running or about to (not paused: HyperBand can leave a trial that
         trained all its epochs paused for good, a race in Ray 2.60, and Tune ends the search then)."""
@@ -405,6 +411,20 @@ def tune_settings() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+class FinishingLimiter(ConcurrencyLimiter):
+    """Tune's ConcurrencyLimiter, except that it says the search is finished once the searcher is
+    :meth:`~StrategySearcher.done`. Tune's own limiter counts a paused trial as live and does not ask
+    the searcher while the limit is reached, so with ``num_samples`` unlimited a search whose last
+    trials a scheduler keeps paused (HyperBand, ``max_concurrent_trials`` 1) would never be declared
+    finished: the search would hang. Once finished, Tune runs the paused trials to their end as it
+    does for any search whose suggestions are used up."""
+
+    def suggest(self, trial_id: str):
+        if self.searcher.done():
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
+
+
 def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_per_candidate: int,
                max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, storage_path: str,
                name: str, log: Callable[[str], None] | None = None, callbacks: list | tuple = (),
@@ -425,7 +445,7 @@ def make_tuner(trainable, searcher: StrategySearcher, *, scheduler: str, epochs_
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+            search_alg=FinishingLimiter(searcher, max_concurrent=max_concurrent),
             scheduler=SCHEDULERS.get(scheduler)(epochs_per_candidate),
             num_samples=-1, metric=searcher.metric, mode=searcher.mode,
             reuse_actors=True),  # a fresh worker process per trial costs seconds (benchmarks/RESULTS.md)
