@@ -44,7 +44,7 @@ def test_max_failures_defaults_to_two_and_is_checked():
 # ---------------------------------------------------------------- how the strategy is told
 
 
-def test_a_failed_or_nan_candidate_is_told_to_the_strategy_as_a_failure_once():
+def test_a_failed_or_nan_candidate_is_told_to_the_strategy_as_a_failure_once(tmp_path):
     from frugalnas.runtime.tune_search import StrategySearcher
     from frugalnas.spaces import load_space
 
@@ -54,6 +54,7 @@ def test_a_failed_or_nan_candidate_is_told_to_the_strategy_as_a_failure_once():
     configs = {f"t{i}": searcher.suggest(f"t{i}") for i in range(4)}
     searcher.on_trial_complete("t0", {"accuracy": 0.5, "params": 10})
     searcher.on_trial_complete("t1", error=True)  # crashed: retries used up
+    searcher.trial_errored(failed_trial("t1", configs["t1"], tmp_path, training_error(), failures=3))
     searcher.on_trial_complete("t2", {"accuracy": float("nan")})  # NaN is never a score
     searcher.on_trial_complete("t3", {"train_loss": 1.0})  # no accuracy at all
     searcher.on_trial_complete("t1", error=True)  # a second call for the same trial tells nothing
@@ -61,6 +62,121 @@ def test_a_failed_or_nan_candidate_is_told_to_the_strategy_as_a_failure_once():
     assert [str(a) for a, _ in strategy.history] == [configs["t0"]["arch"]]  # only the result enters its model
     assert all(strategy.is_seen(space.parse(c["arch"])) for c in configs.values())  # never proposed again
     assert not strategy.pending
+
+
+def training_error():
+    """What Tune records when a candidate's training raises: the error inside a RayTaskError."""
+    from ray.exceptions import RayTaskError
+
+    return RayTaskError("train", "Traceback ...\nRuntimeError: injected fault", RuntimeError("injected fault"))
+
+
+def lost_node_error():
+    from ray.exceptions import ActorDiedError
+
+    return ActorDiedError()  # "The actor died unexpectedly before finishing this task." (its node died)
+
+
+def failed_trial(trial_id, config, folder, error, *, failures=1, checkpoint=None, last_result=None):
+    """A trial that ended in error the way Tune leaves it: the error pickled and appended as text."""
+    from ray import cloudpickle
+
+    folder = folder / trial_id
+    folder.mkdir()
+    (folder / "error.pkl").write_bytes(cloudpickle.dumps(error))
+    (folder / "error.txt").write_text(f"Failure # {failures} (occurred at 2026-12-01_20-25-45)\n{error}\n")
+    return SimpleNamespace(trial_id=trial_id, config=dict(config), status="ERROR", checkpoint=checkpoint,
+                           last_result=last_result or {}, error_file=str(folder / "error.txt"),
+                           pickled_error_file=str(folder / "error.pkl"),
+                           run_metadata=SimpleNamespace(num_failures=failures, invalidate_cache=lambda: None))
+
+
+def test_a_candidate_lost_with_its_node_while_starting_is_proposed_again_not_failed(tmp_path):
+    """Tune 2.60 retries only running trials: one whose node died while it was being started ends in
+    error. The searcher proposes the candidate again (same architecture and number, from its last
+    checkpoint, its failures carried); the strategy hears of the candidate once, when it finishes."""
+    from ray import tune
+
+    from frugalnas.runtime.tune_search import (CandidateRetries, StrategySearcher, TrialProgress,
+                                               infrastructure_fault, latest_attempts, trial_outcome)
+    from frugalnas.spaces import load_space
+
+    space = load_space("nb201")
+    strategy = make_strategy("random", space, seed=0)
+    searcher = StrategySearcher(strategy, space, budget=3, max_failures=2)
+    retries, lines = CandidateRetries(searcher), []
+    progress = TrialProgress(lines.append, budget=3, searcher=searcher)
+    configs = {t: searcher.suggest(t) for t in ("t1", "t2", "t3")}
+    assert [c["suggestion"] for c in configs.values()] == [1, 2, 3]
+
+    # t1: its reused actor's node died while it was reset for it, before any result. Tune processes that
+    # one fault twice (requeued, then errored while pending): counted once
+    lost = failed_trial("t1", configs["t1"], tmp_path, lost_node_error(), failures=2)
+    assert infrastructure_fault(lost)
+    retries.on_trial_recover(0, [], lost)
+    searcher.on_trial_complete("t1", error=True)
+    retries.on_trial_error(0, [], lost)
+    progress.on_trial_error(0, [], lost)
+    assert strategy.failed == 0 and not strategy.history  # the strategy was told nothing
+    assert sorted(str(a) for a in strategy.pending) == sorted(c["arch"] for c in configs.values())
+    assert lines == ["  candidate 1/3: The actor died unexpectedly before finishing this task.; retry 1 of 2, from "
+                     "its checkpoint after epoch 0, as a new trial (lost while starting: Tune retries only running "
+                     "trials)"]
+    assert progress.finished == 0
+
+    # t2: the candidate's own training raised (Tune's retries used up): failed, never proposed again
+    crashed = failed_trial("t2", configs["t2"], tmp_path, training_error(), failures=3)
+    assert not infrastructure_fault(crashed)
+    searcher.on_trial_complete("t2", error=True)
+    retries.on_trial_error(0, [], crashed)
+    assert strategy.failed == 1 and searcher.failed == 1 and not searcher.superseded.get("t2")
+
+    again = searcher.suggest("t4")  # the same candidate again, before any new one (the budget is spent anyway)
+    assert again == {"arch": configs["t1"]["arch"], "suggestion": 1, "attempt": 2, "resume": None}
+    assert searcher.suggested == 3
+    assert searcher.suggest("t5") is None  # t3 and t4 still run: either may lose its node yet
+
+    # t4 starts with the failures of the attempt it replaces; it finishes
+    t4 = SimpleNamespace(trial_id="t4", config=again, status="TERMINATED", checkpoint=None, error_file=None,
+                         last_result={"accuracy": 0.7, "epoch": 3},
+                         run_metadata=SimpleNamespace(num_failures=0, invalidate_cache=lambda: None))
+    retries.on_trial_start(0, [], t4)
+    assert t4.run_metadata.num_failures == 1 and trial_outcome(t4)["retries"] == 1
+    searcher.on_trial_complete("t4", {"accuracy": 0.7, "epoch": 3})
+    searcher.on_trial_complete("t3", {"accuracy": 0.6, "epoch": 3})
+    assert searcher.suggest("t6") == "FINISHED"
+
+    # each candidate told once; its one row is its last attempt
+    assert sorted(str(a) for a, _ in strategy.history) == sorted([configs["t1"]["arch"], configs["t3"]["arch"]])
+    assert strategy.failed == 1 and not strategy.pending
+    t3 = SimpleNamespace(trial_id="t3", config=configs["t3"])
+    assert {t.trial_id for t in latest_attempts([lost, crashed, t3, t4])} == {"t2", "t3", "t4"}
+
+    # a re-proposed attempt resumes from the checkpoint of the one it replaces
+    checkpoint = tune.Checkpoint(str(tmp_path))
+    searcher = StrategySearcher(make_strategy("random", space, seed=1), space, budget=1, max_failures=2)
+    config = searcher.suggest("a")
+    searcher.on_trial_complete("a", error=True)
+    CandidateRetries(searcher).on_trial_error(0, [], failed_trial("a", config, tmp_path, lost_node_error(),
+                                                                  checkpoint=checkpoint, last_result={"epoch": 2}))
+    assert searcher.suggest("b")["resume"] == str(tmp_path)
+
+
+def test_a_candidate_lost_once_too_often_fails_and_an_undecided_error_is_a_failure(tmp_path):
+    from frugalnas.runtime.tune_search import CandidateRetries, StrategySearcher
+    from frugalnas.spaces import load_space
+
+    space = load_space("nb201")
+    strategy = make_strategy("random", space, seed=0)
+    searcher = StrategySearcher(strategy, space, budget=2, max_failures=1)
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    searcher.on_trial_complete("t1", error=True)  # its second loss: max_failures 1 is used up
+    CandidateRetries(searcher).on_trial_error(0, [], failed_trial("t1", first, tmp_path, lost_node_error(),
+                                                                  failures=2))
+    assert strategy.failed == 1 and not searcher.retries
+    searcher.on_trial_complete("t2", error=True)  # nobody read its error (no CandidateRetries): a failure
+    assert searcher.suggest("t3") == "FINISHED" and strategy.failed == 2 and not strategy.pending
+    assert second["suggestion"] == 2
 
 
 def test_a_diverging_loss_stops_training_with_a_clear_error(digits_dataset):

@@ -18,6 +18,7 @@ from ray import tune
 from frugalnas.data.store import open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.embed import load_latents
+from frugalnas.runtime.tune_search import candidate_checkpoint
 from frugalnas.selection.factory import selector_from_settings
 from frugalnas.spaces import Space, load_space
 from frugalnas.train.classify import SelectorTrainer, TrainSettings
@@ -43,7 +44,7 @@ def candidate_metrics(space, arch, num_classes: int, channels: int, image_size: 
 
 
 def train_candidate(config: dict, context: CandidateContext) -> None:
-    """The Tune function trainable: ``config = {"arch": canonical string}``."""
+    """The Tune function trainable: ``config = {"arch": canonical string, ...}`` (see StrategySearcher)."""
     torch.set_num_threads(context.torch_threads)
     space = context.space if isinstance(context.space, Space) else load_space(context.space)
     arch = space.parse(config["arch"])
@@ -58,7 +59,7 @@ def train_candidate(config: dict, context: CandidateContext) -> None:
     selector = selector_from_settings(selection.pop("policy"), train_data.ids, train_data.labels,
                                       total_epochs=settings.epochs, seed=settings.seed, latents=latents, **selection)
     trainer = SelectorTrainer(model, train_data, selector, settings)
-    checkpoint = tune.get_checkpoint()
+    checkpoint = candidate_checkpoint(config)  # a retry, or an attempt that replaces one on a lost node
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(torch.load(os.path.join(folder, "candidate.pt"), weights_only=False))

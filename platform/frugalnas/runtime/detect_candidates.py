@@ -20,6 +20,7 @@ from ray import tune
 from frugalnas.data.store import open_dataset
 from frugalnas.data.yolo_export import YoloExport, dominant_classes
 from frugalnas.embed import load_latents
+from frugalnas.runtime.tune_search import candidate_checkpoint
 from frugalnas.selection.factory import selector_from_settings
 from frugalnas.spaces import load_space
 from frugalnas.train.detect import DetectionSettings, DetectionTraining
@@ -85,7 +86,7 @@ def train_detection_candidate(config: dict, context: DetectionContext) -> None:
     training = DetectionTraining(model_file, export, selector, settings, workdir, eval_split=context.eval_split,
                                  on_epoch=report)
     resume_from = None
-    checkpoint = tune.get_checkpoint()
+    checkpoint = candidate_checkpoint(config)  # a retry, or an attempt that replaces one on a lost node
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(os.path.join(folder, "selection.pt"), weights_only=False)

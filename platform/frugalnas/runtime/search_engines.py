@@ -97,7 +97,8 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
 
     from frugalnas.data.store import open_dataset
     from frugalnas.runtime.tracking import CandidateTracking
-    from frugalnas.runtime.tune_search import StrategySearcher, fit_keeping_sigint, make_tuner, restore_tuner
+    from frugalnas.runtime.tune_search import (StrategySearcher, fit_keeping_sigint, latest_attempts, make_tuner,
+                                               restore_tuner)
     from frugalnas.strategies import make_strategy
 
     task = open_dataset(dataset_dir).card["task"]
@@ -106,7 +107,8 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
     strategy = make_strategy(
         config.search.strategy, space, seed=config.seed, objectives=trials["objectives"],
         constraints=config.search.constraints or None, metrics_fn=trials["metrics_fn"], **config.search.params)
-    searcher = StrategySearcher(strategy, space, budget=config.search.budget, metric=metric)
+    searcher = StrategySearcher(strategy, space, budget=config.search.budget, metric=metric,
+                                max_failures=config.resources.max_failures)
     storage, run_name = str(out / "tune"), "search"
     cpus = config.resources.cpus_per_trial
     import ray
@@ -126,16 +128,19 @@ def tune_search(*, config, space, dataset_dir: Path, out: Path, latents_path: st
                            epochs_per_candidate=config.search.epochs_per_candidate, max_concurrent=max_concurrent,
                            cpus_per_trial=cpus, gpus_per_trial=config.resources.gpus_per_trial, storage_path=storage,
                            name=run_name, log=log, max_failures=config.resources.max_failures,
-                           callbacks=[CandidateTracking(tracker, space, log, metric)] if tracker else [])
+                           callbacks=[CandidateTracking(tracker, space, log, metric, searcher)] if tracker else [])
     results = fit_keeping_sigint(tuner)
     # the state Tune saved: after a Ctrl+C, fit()'s ResultGrid marks the trials that were still running
     # as terminated, so a search interrupted during its last candidates would look complete. HyperBand
     # can leave a trial that trained all its epochs PAUSED at the end (a race in Ray 2.60): it ended too.
-    saved = tune.ExperimentAnalysis(experiment_path).trials
+    # A candidate proposed again after losing its node has a trial per attempt: the last one counts.
+    every_attempt = tune.ExperimentAnalysis(experiment_path).trials
+    saved = latest_attempts(every_attempt)
     finished_trials = sum(trial.status in ("TERMINATED", "ERROR") or (
         trial.status == "PAUSED" and (trial.last_result or {}).get("epoch", 0) >= config.search.epochs_per_candidate)
         for trial in saved)
-    if finished_trials < len(results) or len(results) < min(config.search.budget, space.size()):
+    candidates_run = len(results) - (len(every_attempt) - len(saved))  # an attempt may have no result, nor config
+    if finished_trials < candidates_run or len(saved) < min(config.search.budget, space.size()):
         raise SearchInterrupted(
             f"search stopped after {finished_trials} of {config.search.budget} candidates; its state is saved in "
             f"{experiment_path}: continue it with the same command plus --resume")

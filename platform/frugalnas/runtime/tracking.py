@@ -6,9 +6,10 @@ the trial ends its selector history (read from the trial's last checkpoint) is l
 the run is closed with the candidate's outcome (tag ``frugalnas.status``: finished, failed or
 diverged; a failed one also ``frugalnas.error`` and ``frugalnas.epochs``, the epochs it completed).
 
-Faults do not duplicate anything: a trial retried after a lost node or a killed process, or resumed
-after the driver was killed, keeps its run (runs are keyed by candidate number and architecture),
-and an epoch it reports again after resuming from an older checkpoint is not logged twice.
+Faults do not duplicate anything: a trial retried after a lost node or a killed process, a
+candidate proposed again as a new trial (its node lost while it started), or one resumed after the
+driver was killed, keeps its run (runs are keyed by candidate number and architecture), and an
+epoch it reports again after resuming from an older checkpoint is not logged twice.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Callable
 import torch
 from ray import tune
 
-from frugalnas.runtime.tune_search import FINISHED, candidate_number, trial_outcome
+from frugalnas.runtime.tune_search import FINISHED, candidate_number, superseded, trial_outcome
 from frugalnas.track.experiment import log_selector_history
 from frugalnas.track.runs import STATUS_TAG, ExperimentTracker, arch_params
 
@@ -54,10 +55,12 @@ def _keeps_searching(hook):
 
 
 class CandidateTracking(tune.Callback):
-    """Tune callback: one MLflow child run per candidate (see the module docstring)."""
+    """Tune callback: one MLflow child run per candidate (see the module docstring). ``searcher``: the
+    StrategySearcher, which says whether a trial that failed is replaced by a new attempt."""
 
-    def __init__(self, tracker: ExperimentTracker, space, log: Callable[[str], None] = print, metric: str = "accuracy"):
-        self.tracker, self.space, self.log, self.metric = tracker, space, log, metric
+    def __init__(self, tracker: ExperimentTracker, space, log: Callable[[str], None] = print, metric: str = "accuracy",
+                 searcher=None):
+        self.tracker, self.space, self.log, self.metric, self.searcher = tracker, space, log, metric, searcher
         self.failures = 0
 
     def _run(self, trial) -> str:
@@ -92,6 +95,9 @@ class CandidateTracking(tune.Callback):
 
     @_keeps_searching
     def on_trial_error(self, iteration, trials, trial, **info):
+        if superseded(self.searcher, trial):  # its next attempt continues the run
+            self.tracker.set_tags(self._run(trial), {"frugalnas.retries": self.searcher.retries_of(trial)})
+            return
         run_id = self._run(trial)
         outcome = trial_outcome(trial, self.metric)
         self.tracker.set_tags(run_id, {STATUS_TAG: outcome["status"], "frugalnas.epochs": outcome["epochs"],
