@@ -398,6 +398,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     rows = []
     log("in-process faults")
+    (work / "inprocess").mkdir(exist_ok=True)
     rows += in_process(work / "inprocess", args.budget, args.epochs)
     log("killed drivers, tracking store")
     (work / "cli").mkdir(exist_ok=True)
