@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import RESULTS, machine, write_results  # noqa: E402
 
 from frugalnas.config import parse_config  # noqa: E402
 from frugalnas.data import open_dataset  # noqa: E402
@@ -186,6 +186,8 @@ def markdown(payload: dict) -> str:
                 f"({'the same' if r['best_arch'] == full['best_arch'] else 'a different'} best architecture).")
     lines += ["", payload["reading"].format(epochs=cfg["search"]["epochs_per_candidate"],
                                             budget=cfg["search"]["budget"], train=payload["train_images"])]
+    if payload.get("conclusions"):
+        lines += ["", payload["conclusions"]]
     return "\n".join(lines)
 
 
@@ -205,7 +207,16 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/frugalnas-bench/detection", help="work folder")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on generated shapes")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--render", action="store_true", help="only re-write the markdown from the JSON")
+    parser.add_argument("--conclusions", type=Path, default=None,
+                        help="with --render: a markdown file appended as what this run shows")
     args = parser.parse_args()
+    if args.render:
+        payload = json.loads((RESULTS / "detection_search.json").read_text())
+        if args.conclusions:
+            payload["conclusions"] = args.conclusions.read_text().strip()
+        write_results("detection_search", payload, markdown(payload))
+        return
 
     config = merge(BASE, QUICK) if args.quick else merge(BASE, {"dataset": {"source": args.source}})
     work = Path(args.work) / ("quick" if args.quick else "bccd")
