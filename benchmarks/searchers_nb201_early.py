@@ -80,7 +80,7 @@ def expected_best(sorted_values: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.array([float(np.sum(sorted_values * (cdf ** k - below ** k))) for k in m])
 
 
-def random_equivalent(mean_best: float, sorted_values: np.ndarray, ladder: np.ndarray, curve: np.ndarray) -> str:
+def random_equivalent(mean_best: float, ladder: np.ndarray, curve: np.ndarray) -> str:
     """The number of uniform random evaluations whose expected best equals ``mean_best``."""
     if mean_best <= curve[0]:
         return f"<= {ladder[0]}"
@@ -138,7 +138,7 @@ def main() -> None:
         base = np.array(rows["random"]["seed_best"])
         for label, row in rows.items():
             best = np.array(row["seed_best"])
-            row["random_equivalent"] = [random_equivalent(m, values, ladder, curve) for m in row["mean_best"]]
+            row["random_equivalent"] = [random_equivalent(m, ladder, curve) for m in row["mean_best"]]
             if label == "random":
                 continue
             row["vs_random"] = []
@@ -155,7 +155,7 @@ def main() -> None:
             line = float(base[:, k].mean() + base[:, k].std(ddof=1))
             goal.append({"n": n, "random_mean_plus_std": line,
                          "table_share_at_or_above": float(np.mean(values >= line)),
-                         "random_equivalent": random_equivalent(line, values, ladder, curve)})
+                         "random_equivalent": random_equivalent(line, ladder, curve)})
         datasets[dataset] = {"column": column, "rows": rows, "goal": goal, "optimum": float(values[-1])}
     meta = {"when": date.today().isoformat(), "machine": machine(), "load_before": load_before,
             "load_after": os.getloadavg()[0], "total_seconds": time.perf_counter() - started,

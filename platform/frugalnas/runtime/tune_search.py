@@ -74,18 +74,17 @@ class StrategySearcher(Searcher):
         self.failed = 0
         self.live: dict[str, str] = {}  # trial id -> arch string, asked but not yet told
         self.told: list[tuple[str, dict]] = []
-        self.numbers: dict[str, int] = {}  # live trial id -> its candidate number
         self.errored: dict[str, str] = {}  # trial id -> arch: ended in error, retry not yet decided
         self.retries: list[dict] = []  # candidates to propose again (the config of their next attempt)
         self.carried: dict[str, int] = {}  # a re-proposal's trial id -> its earlier attempts' failures (until it starts)
-        self.superseded: dict[str, dict] = {}  # trial id of an attempt proposed again -> candidate, failures
+        self.superseded: dict[str, int] = {}  # trial id of an attempt proposed again -> its candidate's failures
         self.paused: set[str] = set()  # live trials a scheduler paused (as of the last step)
 
     def suggest(self, trial_id: str):
         self._fail_undecided()
         if self.retries:
             config = self.retries.pop(0)
-            self.live[trial_id], self.numbers[trial_id] = config["arch"], config["suggestion"]
+            self.live[trial_id] = config["arch"]
             self.carried[trial_id] = config.pop("failures")
             return config
         if self.suggested >= self.budget:
@@ -95,7 +94,7 @@ class StrategySearcher(Searcher):
         if arch is None:  # the strategy has nothing left to propose
             return None if self._running() else Searcher.FINISHED
         self.suggested += 1
-        self.live[trial_id], self.numbers[trial_id] = str(arch), self.suggested
+        self.live[trial_id] = str(arch)
         return {"arch": str(arch), "suggestion": self.suggested}  # 1-based proposal order
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -105,7 +104,6 @@ class StrategySearcher(Searcher):
         if error:  # told before the error can be read: wait for trial_errored (or the next suggestion)
             self.errored[trial_id] = arch
             return
-        self.numbers.pop(trial_id, None)
         self._tell(arch, result)
 
     def _tell(self, arch: str, result: dict | None) -> None:
@@ -130,7 +128,6 @@ class StrategySearcher(Searcher):
 
     def _fail_undecided(self) -> None:
         for trial_id in list(self.errored):
-            self.numbers.pop(trial_id, None)
             self._tell(self.errored.pop(trial_id), None)
 
     def trial_errored(self, trial, failures: int | None = None) -> bool:
@@ -141,19 +138,18 @@ class StrategySearcher(Searcher):
         arch = self.errored.pop(trial.trial_id, None)
         if arch is None:
             return False
-        number = self.numbers.pop(trial.trial_id)
         failures = trial.run_metadata.num_failures if failures is None else failures
         if not (infrastructure_fault(trial) and (self.max_failures < 0 or failures <= self.max_failures)):
             self._tell(arch, None)
             return False
-        self.superseded[trial.trial_id] = {"candidate": number, "failures": failures}
-        self.retries.append({"arch": arch, "suggestion": number, "attempt": trial.config.get("attempt", 1) + 1,
+        self.superseded[trial.trial_id] = failures
+        self.retries.append({"arch": arch, "suggestion": trial.config["suggestion"], "attempt": trial.config.get("attempt", 1) + 1,
                              "resume": checkpoint_uri(trial.checkpoint), "failures": failures})
         return True
 
     def retries_of(self, trial) -> int:
         """The retry that replaces the superseded ``trial``: its candidate's failures so far."""
-        return self.superseded[trial.trial_id]["failures"]
+        return self.superseded[trial.trial_id]
 
     def forget_ended(self, trials) -> None:
         """Trials Tune ended without telling the searcher (none should): told as they ended, so that
@@ -163,13 +159,12 @@ class StrategySearcher(Searcher):
             return
         for trial in trials:
             if trial.trial_id in self.live and trial.status in ("TERMINATED", "ERROR"):
-                self.numbers.pop(trial.trial_id, None)
                 self._tell(self.live.pop(trial.trial_id),
                            trial.last_result if trial.status == "TERMINATED" else None)
 
     def get_state(self) -> dict:
         return {"strategy": self.strategy.state_dict(), "suggested": self.suggested, "failed": self.failed,
-                "live": dict(self.live), "told": list(self.told), "numbers": dict(self.numbers),
+                "live": dict(self.live), "told": list(self.told),
                 "errored": dict(self.errored), "retries": [dict(r) for r in self.retries],
                 "carried": dict(self.carried), "superseded": dict(self.superseded),
                 "max_failures": self.max_failures}
@@ -178,7 +173,7 @@ class StrategySearcher(Searcher):
         self.strategy.load_state_dict(state["strategy"])
         self.suggested, self.failed = state["suggested"], state["failed"]
         self.live, self.told = dict(state["live"]), list(state["told"])
-        self.numbers, self.errored = dict(state.get("numbers", {})), dict(state.get("errored", {}))
+        self.errored = dict(state.get("errored", {}))
         self.retries = [dict(r) for r in state.get("retries", [])]
         self.carried, self.superseded = dict(state.get("carried", {})), dict(state.get("superseded", {}))
         self.max_failures = state.get("max_failures", self.max_failures)
