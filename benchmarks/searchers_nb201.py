@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from concurrent.futures import ProcessPoolExecutor
 import sys
 import time
 from datetime import date
@@ -34,13 +35,8 @@ TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nat
 COLUMNS = {"CIFAR-10": "CIFAR10TestAccuracy200Epochs", "CIFAR-100": "CIFAR100TestAccuracy200Epochs",
            "ImageNet16-120": "ImageNetTestAccuracy200Epochs"}
 STRATEGIES = ["random", "evolution", "rl", "predictor", "optuna-tpe", "optuna-nsga2"]
-# The defaults before this benchmark's changes, run beside the current ones.
-BEFORE = {
-    "evolution": {"population_size": 20, "sample_size": 5},
-    "rl": {"lr": 0.1, "reward_shaping": "standardize"},
-    "predictor": {"target": "standardize"},
-    "optuna-nsga2": {"population_size": 20},
-}
+# The defaults before this benchmark's latest change (surrogate screening, ``screen``), run beside the current ones.
+BEFORE = {name: {"screen": 1} for name in ("evolution", "rl", "optuna-tpe", "optuna-nsga2")}
 # NAS-Bench-201 (Dong & Yang, ICLR 2020): CIFAR-10 test accuracy (%), mean ± std over 500 runs under a
 # simulated search-time budget, searching on validation accuracy (as given in ../shared/data/nb201/README.md;
 # the other columns' published numbers are not quoted here).
@@ -57,6 +53,7 @@ def main() -> None:
     parser.add_argument("--columns", default=",".join(COLUMNS), help="datasets to run, comma-separated")
     parser.add_argument("--no-before", action="store_true", help="skip the (before) rows")
     parser.add_argument("--quick", action="store_true", help="3 seeds, budget 50, CIFAR-10 only (a smoke run)")
+    parser.add_argument("--jobs", type=int, default=1, help="strategies run in parallel processes (one core each)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if not Path(args.table).is_file():
@@ -66,20 +63,21 @@ def main() -> None:
     report_at = [b for b in (10, 25, 50, 100, 150) if b <= args.budget]
     strategies = args.strategies.split(",")
     load_before, started = os.getloadavg()[0], time.perf_counter()
-    datasets = {}
+    tasks = []
     for dataset in args.columns.split(","):
-        column = COLUMNS[dataset]
         runs = [(name, name, {}) for name in strategies]
         if not args.no_before:
             runs += [(f"{name} (before)", name, params) for name, params in BEFORE.items() if name in strategies]
+        tasks += [(dataset, label, name, params) for label, name, params in runs]
+    done = run_tasks(tasks, args.table, budget=args.budget, seeds=args.seeds, first_seed=0, report_at=report_at,
+                     jobs=args.jobs, started=started)
+    datasets = {}
+    for dataset in args.columns.split(","):
         rows, result = {}, None
-        for label, name, params in runs:
-            r = run_searcher_benchmark(args.table, "nb201", arch_column="ArchitectureString", metric_column=column,
-                                       strategies=[name], budget=args.budget, seeds=args.seeds,
-                                       budgets_report=report_at, strategy_params={name: params} if params else None)
-            rows[label] = {**r["strategies"][name], "params": params}
-            result = result or r
-            print(f"  {dataset} {label}: {time.perf_counter() - started:.0f}s so far", flush=True)
+        for (d, label, name, params), r in zip(tasks, done):
+            if d == dataset:
+                rows[label] = {**r["strategies"][name], "params": params}
+                result = result or r
         result = {**result, "strategies": rows}
         png = RESULTS / f"searchers_nb201_{dataset.lower().replace('-', '')}.png"
         plot_curves({**result, "strategies": {k: v for k, v in rows.items() if "(before)" not in k}}, png,
@@ -91,6 +89,35 @@ def main() -> None:
     name = "searchers_nb201" + ("_quick" if args.quick else "")
     write_results(name, {"meta": meta, "datasets": datasets, "published": PUBLISHED, "before": BEFORE},
                   markdown(datasets, meta))
+
+
+def _run_task(table: str, dataset: str, name: str, params: dict, budget: int, seeds: int, first_seed: int,
+              report_at: list[int]) -> dict:
+    torch.set_num_threads(1)
+    return run_searcher_benchmark(table, "nb201", arch_column="ArchitectureString", metric_column=COLUMNS[dataset],
+                                  strategies=[name], budget=budget, seeds=seeds, first_seed=first_seed,
+                                  budgets_report=report_at, strategy_params={name: params} if params else None)
+
+
+def run_tasks(tasks: list[tuple[str, str, str, dict]], table: str, *, budget: int, seeds: int, first_seed: int,
+              report_at: list[int], jobs: int, started: float) -> list[dict]:
+    """run_searcher_benchmark for each (dataset, label, strategy, params), ``jobs`` at a time; results in order."""
+    def args(task):
+        dataset, _, name, params = task
+        return table, dataset, name, params, budget, seeds, first_seed, report_at
+
+    results: list[dict] = []
+    if jobs <= 1:
+        for task in tasks:
+            results.append(_run_task(*args(task)))
+            print(f"  {task[0]} {task[1]}: {time.perf_counter() - started:.0f}s so far", flush=True)
+        return results
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_task, *args(task)) for task in tasks]
+        for task, future in zip(tasks, futures):
+            results.append(future.result())
+            print(f"  {task[0]} {task[1]}: {time.perf_counter() - started:.0f}s so far", flush=True)
+    return results
 
 
 def beyond(entry: dict, base: dict, k: int) -> tuple[float, float, float]:

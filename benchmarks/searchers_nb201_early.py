@@ -1,7 +1,7 @@
 """Early budgets on the real NAS-Bench-201 table: is each learning strategy beyond random search's seed
 spread after 25 evaluations, how sure is that with 20 seeds, and what would it take?
 
-    nice -n 10 .venv/bin/python benchmarks/searchers_nb201_early.py        # ~30 min on one loaded core
+    nice -n 10 .venv/bin/python benchmarks/searchers_nb201_early.py --jobs 2    # ~30-40 min on 2 cores
 
 `searchers_nb201.py` measures 20 searches per strategy (seeds 0..19). At 25 evaluations its verdict
 "beyond the seed spread" (difference of means over the larger seed std > 1) sits close to 1 for most
@@ -17,8 +17,9 @@ searches (default 100, on seeds 1000.. so that they are not the seeds the defaul
   architectures at or above it, and how many uniform random evaluations a strategy's mean best is
   worth ("random-equivalent evaluations", from the exact expected best of m draws of the table).
 
-Also a few settings beside each default (rl with a larger step, TPE and NSGA-II with a shorter random
-start) to see whether the early budget is a matter of settings.
+Each strategy that screens its proposals with a surrogate by default (``screen``, see
+``frugalnas.strategies.base``) also runs unscreened (``screen: 1``, its behaviour before screening), in the
+same run, so the change is a side-by-side difference.
 
 Needs ../shared/data/nb201/nats_tss.csv (not committed). Results: benchmarks/results/searchers_nb201_early.{json,md};
 a hand-written reading of them, ``results/searchers_nb201_early_reading.md``, is appended when present
@@ -38,23 +39,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_results  # noqa: E402
-from searchers_nb201 import COLUMNS, TABLE  # noqa: E402
+from searchers_nb201 import COLUMNS, TABLE, run_tasks  # noqa: E402
 
 from frugalnas.spaces import load_space  # noqa: E402
-from frugalnas.strategies.benchmark import read_table, run_searcher_benchmark  # noqa: E402
+from frugalnas.strategies.benchmark import read_table  # noqa: E402
 
-# (label, strategy, parameters beside its defaults)
-RUNS = [
-    ("random", "random", {}),
-    ("evolution", "evolution", {}),
-    ("predictor", "predictor", {}),
-    ("rl", "rl", {}),
-    ("rl lr 0.4", "rl", {"lr": 0.4}),
-    ("optuna-tpe", "optuna-tpe", {}),
-    ("optuna-tpe startup 5", "optuna-tpe", {"n_startup_trials": 5}),
-    ("optuna-nsga2", "optuna-nsga2", {}),
-    ("optuna-nsga2 population 3", "optuna-nsga2", {"population_size": 3}),
-]
+# (label, strategy, parameters beside its defaults): each screening strategy beside itself unscreened
+RUNS = [("random", "random", {}), ("predictor", "predictor", {})]
+for _name in ("evolution", "rl", "optuna-tpe", "optuna-nsga2"):
+    RUNS += [(_name, _name, {}), (f"{_name} unscreened", _name, {"screen": 1})]
 REPORT_AT = (10, 25, 50)
 READING = RESULTS / "searchers_nb201_early_reading.md"
 SMALL_SAMPLE = 20  # the number of searches per strategy in searchers_nb201.py
@@ -99,6 +92,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="5 seeds, CIFAR-10 only (a smoke run, not written)")
     parser.add_argument("--render", action="store_true", help="only re-write the markdown from the JSON")
+    parser.add_argument("--jobs", type=int, default=1, help="searches run in parallel processes (one core each)")
     args = parser.parse_args()
     if args.render:
         import json
@@ -118,6 +112,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     space = load_space("nb201")
     load_before, started = os.getloadavg()[0], time.perf_counter()
+    tasks = [(dataset, label, name, params) for dataset in columns for label, name, params in RUNS]
+    done = run_tasks(tasks, args.table, budget=args.budget, seeds=args.seeds, first_seed=args.first_seed,
+                     report_at=report_at, jobs=args.jobs, started=started)
     datasets = {}
     for dataset, column in columns.items():
         values = np.sort([v[column] for v in read_table(args.table, space, arch_column="ArchitectureString",
@@ -125,16 +122,13 @@ def main() -> None:
         ladder = np.unique(np.round(np.geomspace(1, 20000, 400)).astype(int))
         curve = expected_best(values, ladder)
         rows = {}
-        for label, name, params in RUNS:
-            r = run_searcher_benchmark(args.table, "nb201", arch_column="ArchitectureString", metric_column=column,
-                                       strategies=[name], budget=args.budget, seeds=args.seeds,
-                                       first_seed=args.first_seed, budgets_report=report_at,
-                                       strategy_params={name: params} if params else None)
+        for (d, label, name, params), r in zip(tasks, done):
+            if d != dataset:
+                continue
             e = r["strategies"][name]
             rows[label] = {"strategy": name, "params": params, "seed_best": e["seed_best"],
                            "mean_best": e["mean_best"], "std_best": e["std_best"],
                            "seconds_per_run": e["seconds_per_run"]}
-            print(f"  {dataset} {label}: {time.perf_counter() - started:.0f}s so far", flush=True)
         base = np.array(rows["random"]["seed_best"])
         for label, row in rows.items():
             best = np.array(row["seed_best"])

@@ -181,6 +181,28 @@ def test_bench_searchers_command(table, tmp_path):
     assert outcome.exit_code == 2 and "no column(s) 'acc'; the columns are: arch, accuracy" in outcome.output
 
 
+def test_bench_searchers_param_sets_a_strategy_setting(table):
+    from click.testing import CliRunner
+
+    from frugalnas.strategies.cli_bench import bench_searchers_command
+
+    runner = CliRunner()
+    args = ["--table", str(table), "--strategies", "random,evolution", "--budget", "12", "--seeds", "2",
+            "--report-at", "12", "--json"]
+    outcome = runner.invoke(bench_searchers_command, args + ["--param", "evolution.screen=1",
+                                                             "--param", "evolution.population_size=4",
+                                                             "--param", "evolution.sample_size=2"])
+    assert outcome.exit_code == 0, outcome.output
+    result = json.loads(outcome.stdout.strip().splitlines()[-1])
+    assert result["strategies"]["evolution"]["params"] == {"screen": 1, "population_size": 4, "sample_size": 2}
+    for bad, message in [("evolution.screen", "must read STRATEGY.KEY=VALUE"),
+                         ("rl.screen=1", "'rl' is not among the strategies compared (random, evolution)"),
+                         ("evolution.scren=1", "unknown parameter(s) scren; allowed:"),
+                         ("evolution.population_size=4", "'evolution': sample_size (10) must not exceed population_size")]:
+        outcome = runner.invoke(bench_searchers_command, args + ["--param", bad])
+        assert outcome.exit_code == 2 and message in outcome.output, (bad, outcome.output)
+
+
 @pytest.mark.slow
 def test_tune_engine_gives_the_inprocess_results(table, ray_session):
     import frugalnas.runtime.tune_bench  # noqa: F401  (registers the engine)

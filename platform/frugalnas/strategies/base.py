@@ -113,6 +113,18 @@ class Strategy(ABC):
         For strategies that may repeat (rl, optuna): after this many already evaluated proposals in
         one :meth:`ask`, the next such proposal is returned anyway and evaluated again (a policy
         that has converged onto known architectures would otherwise spin).
+    ``screen``
+        Surrogate screening: once ``screen_after`` results are known, each :meth:`ask` draws this
+        many proposals from the strategy and returns the one that a surrogate model of the results
+        (:class:`~frugalnas.strategies.surrogate.Surrogate`, an MLP ensemble refitted as results
+        arrive) predicts best; the others are withdrawn (the strategy hears of them as
+        :meth:`_withdrawn`, never as results). 1 turns it off. The idea is neural-predictor-guided
+        evolution (NPENAS, Wei et al., IEEE TNNLS 2022) applied to any proposer: the strategy keeps
+        its own way of exploring, and the few evaluations a search can afford go to the proposals
+        the results so far favour. Each strategy sets its default (``default_screen``) for searches
+        of one objective; with several it is 1 unless set, and then screens by the first objective.
+    ``screen_after``
+        How many told results the surrogate needs before it screens (default 5).
 
     Subclasses implement :meth:`_propose` and the hooks they need (``_learn``, ``_accepted``,
     ``_rejected``, ``_reused``, ``_failed``, ``_strategy_state``, ``_load_strategy_state``).
@@ -120,11 +132,13 @@ class Strategy(ABC):
 
     name: ClassVar[str] = ""  # the registry name; set by each strategy
     may_repeat: ClassVar[bool] = False  # True if _propose can return an already evaluated architecture
+    screens: ClassVar[bool] = True  # False for a strategy that already picks every proposal with a model
+    default_screen: ClassVar[int] = 1  # proposals per ask() to screen, unless the ``screen`` parameter says
 
     def __init__(self, space: Space | str, *, seed: int = 0, objectives=("accuracy",), constraints=None,
                  metrics_fn: Callable[[Arch], Mapping[str, float]] | None = None, num_classes: int | None = None,
                  in_channels: int | None = None, image_size: int | None = None, max_attempts: int = 1000,
-                 max_reuse: int = 100):
+                 max_reuse: int = 100, screen: int | None = None, screen_after: int = 5):
         if isinstance(space, str):
             from frugalnas.spaces import load_space
 
@@ -136,6 +150,13 @@ class Strategy(ABC):
         self.objectives: tuple[Objective, ...] = parse_objectives(objectives)
         self.max_attempts = check_int("max_attempts", max_attempts, minimum=1)
         self.max_reuse = check_int("max_reuse", max_reuse, minimum=0)
+        # the surrogate models the first objective only: screening a multi-objective search is a choice to make
+        default = self.default_screen if len(self.objectives) == 1 else 1
+        self.screen = default if screen is None else check_int("screen", screen, minimum=1)
+        if self.screen > 1 and not self.screens:
+            raise ValueError(f"{self.name} chooses every proposal with its own model; screen must be 1, got {screen}")
+        self.screen_after = check_int("screen_after", screen_after, minimum=2)
+        self._surrogate = None  # built at the first screened ask()
         self.metrics_fn = metrics_fn
         self._counting = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
         self.constraints = self._parse_constraints(constraints)
@@ -153,6 +174,7 @@ class Strategy(ABC):
         self.rejected = 0  # proposals not returned: they violate the constraints (or failed before)
         self.reused = 0  # proposals already evaluated, answered from their known result
         self.failed = 0  # tells without a result
+        self.withdrawn = 0  # proposals the screen passed over
         self._finished = False
 
     # ------------------------------------------------------------ what strategies implement
@@ -179,11 +201,16 @@ class Strategy(ABC):
     def _failed(self, arch: Arch) -> None:
         """The evaluation of ``arch`` failed (told without a result)."""
 
+    def _withdrawn(self, arch: Arch) -> None:
+        """``arch`` passed the checks (:meth:`_accepted` was called) but the screen chose another
+        proposal: it will not be returned, and may be proposed again later."""
+
     def params(self) -> dict:
         """The parameters that define the strategy, as JSON types (checked on resume)."""
         return {"seed": self.seed, "objectives": [str(o) for o in self.objectives],
                 "constraints": {k: v for k, v in sorted(self.constraints.items())},
-                "max_attempts": self.max_attempts, "max_reuse": self.max_reuse}
+                "max_attempts": self.max_attempts, "max_reuse": self.max_reuse, "screen": self.screen,
+                "screen_after": self.screen_after}
 
     def _strategy_state(self) -> dict:
         return {}
@@ -203,11 +230,17 @@ class Strategy(ABC):
 
         Proposals that violate the constraints are rejected here and never returned; a repeating
         strategy's proposals that were already evaluated are answered from their known result.
+        With screening on (``screen`` > 1, at least ``screen_after`` results), up to ``screen``
+        usable proposals are gathered and the surrogate's favourite is returned.
         """
         if self._finished:
             return None
-        rejected = reused = 0
+        wanted = self.screen if self.screen > 1 and len(self._told) >= self.screen_after else 1
+        candidates: list[Arch] = []
+        rejected = reused = repeats = 0
         for _ in range(self.max_attempts):
+            if len(candidates) >= wanted or repeats >= wanted:
+                break
             if self.may_repeat and len(self._told) + len(self._infeasible) >= self._size:
                 break  # every architecture is evaluated or infeasible
             arch = self._propose()
@@ -227,17 +260,40 @@ class Strategy(ABC):
                 self._infeasible[arch] = None
                 self._rejected(arch)
                 continue
-            self._pending.append(arch)
-            self.asked += 1
             self._accepted(arch)
-            return arch
+            if arch in candidates:  # a repeating strategy proposed it twice in one screen
+                repeats += 1
+                self._withdrawn(arch)
+                continue
+            candidates.append(arch)
+            self._pending.append(arch)  # is_seen() from here on: the next proposal is another one
         else:
-            raise ConfigError(
-                f"{self.name}: {self.max_attempts} proposals in a row could not be used ({rejected} violated the "
-                f"constraints {self.constraints}, {reused} were already evaluated); loosen the constraints or "
-                "raise max_attempts")
-        self._finished = True
-        return None
+            if not candidates:
+                raise ConfigError(
+                    f"{self.name}: {self.max_attempts} proposals in a row could not be used ({rejected} violated the "
+                    f"constraints {self.constraints}, {reused} were already evaluated); loosen the constraints or "
+                    "raise max_attempts")
+        if not candidates:
+            self._finished = True
+            return None
+        pick = self._screen_choice(candidates) if len(candidates) > 1 else 0
+        for i, arch in enumerate(candidates):
+            if i != pick:
+                self._pending.remove(arch)
+                self.withdrawn += 1
+                self._withdrawn(arch)
+        self.asked += 1
+        return candidates[pick]
+
+    def _screen_choice(self, candidates: list[Arch]) -> int:
+        """The index of the candidate with the best Thompson draw from the surrogate (a draw from
+        N(ensemble mean, ensemble std) per candidate, as BANANAS' independent Thompson sampling)."""
+        if self._surrogate is None:
+            from frugalnas.strategies.surrogate import Surrogate
+
+            self._surrogate = Surrogate(self.space, self.score, seed=self.seed)
+        mean, std = self._surrogate.predict(self.history, candidates)
+        return int(np.argmax(self.rng.normal(mean, std)))
 
     def tell(self, arch: Arch, result: Mapping[str, Any] | None) -> None:
         """The result of evaluating ``arch`` (a proposal of :meth:`ask`): a mapping holding every
@@ -414,7 +470,9 @@ class Strategy(ABC):
             "history": [[str(arch), dict(result)] for arch, result in self.history],
             "pending": [str(arch) for arch in self._pending],
             "infeasible": [str(arch) for arch in self._infeasible],
-            "counters": {"asked": self.asked, "rejected": self.rejected, "reused": self.reused, "failed": self.failed},
+            "counters": {"asked": self.asked, "rejected": self.rejected, "reused": self.reused, "failed": self.failed,
+                         "withdrawn": self.withdrawn},
+            "screen_model_size": self._surrogate.model_size if self._surrogate is not None else 0,
             "finished": self._finished,
             "strategy_state": copy.deepcopy(self._strategy_state()),
         }
@@ -428,9 +486,10 @@ class Strategy(ABC):
             raise ValueError(f"state was saved for a {space['family']} space of {space['size']} architectures, "
                              f"this strategy searches a {self.space.family} space of {self._size}")
         mine = json.loads(json.dumps(self.params()))
-        for key in sorted(set(mine) | set(state["params"])):
-            if mine.get(key) != state["params"].get(key):
-                raise ValueError(f"state was saved with {key}={state['params'].get(key)!r} but this strategy has "
+        saved = {"screen": 1, "screen_after": 5, **state["params"]}  # states from before screening existed
+        for key in sorted(set(mine) | set(saved)):
+            if mine.get(key) != saved.get(key):
+                raise ValueError(f"state was saved with {key}={saved.get(key)!r} but this strategy has "
                                  f"{key}={mine.get(key)!r}; build it with the saved parameters to resume")
         parse = self.space.parse
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
@@ -443,6 +502,13 @@ class Strategy(ABC):
         counters = state["counters"]
         self.asked, self.rejected = int(counters["asked"]), int(counters["rejected"])
         self.reused, self.failed = int(counters["reused"]), int(counters["failed"])
+        self.withdrawn = int(counters.get("withdrawn", 0))
+        self._surrogate = None
+        if state.get("screen_model_size"):
+            from frugalnas.strategies.surrogate import Surrogate
+
+            self._surrogate = Surrogate(self.space, self.score, seed=self.seed)
+            self._surrogate.restore(state["screen_model_size"])
         self._finished = bool(state["finished"])
         self._load_strategy_state(copy.deepcopy(state["strategy_state"]))
 

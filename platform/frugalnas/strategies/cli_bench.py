@@ -19,6 +19,38 @@ def _int_list(text: str) -> list[int]:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _strategy_params(items: tuple[str, ...], names: list[str]) -> dict[str, dict]:
+    """``--param STRATEGY.KEY=VALUE`` items as {strategy: {key: value}}; a strategy not being compared is refused."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        target, eq, text = item.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not eq or not dot or not name or not key:
+            raise click.BadParameter(f"{item!r} must read STRATEGY.KEY=VALUE, e.g. evolution.screen=1",
+                                     param_hint="--param")
+        if name not in names:
+            raise click.BadParameter(f"{item!r}: {name!r} is not among the strategies compared ({', '.join(names)})",
+                                     param_hint="--param")
+        out.setdefault(name, {})[key] = yaml.safe_load(text)
+    return out
+
+
+def _check_strategies(names: list[str], space: str, strategy_params: dict[str, dict]) -> None:
+    """Build each strategy once, so a bad setting stops the command before any search, naming it."""
+    from frugalnas.errors import ConfigError
+    from frugalnas.spaces import load_space
+    from frugalnas.strategies import make_strategy
+
+    built = load_space(space)
+    for name in names:
+        try:
+            make_strategy(name, built, **strategy_params.get(name, {}))
+        except ValueError as error:
+            raise ConfigError(f"search strategy {name!r}: {error}") from None
+
+
 @click.command("bench-searchers")
 @click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False),
               help="Table with one row per architecture: .csv, .parquet or .json (a list of records, or an object "
@@ -34,6 +66,9 @@ def _int_list(text: str) -> list[int]:
                    "on validation accuracy) [default: the metric].")
 @click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
 @click.option("--strategies", default=ALL_STRATEGIES, show_default=True, help="Comma-separated strategy names.")
+@click.option("--param", "params", multiple=True, metavar="STRATEGY.KEY=VALUE",
+              help="A strategy setting beside its defaults (VALUE read as YAML), e.g. 'evolution.screen=1'; "
+                   "repeatable.")
 @click.option("--budget", type=int, default=150, show_default=True, help="Architectures evaluated per search.")
 @click.option("--seeds", type=int, default=20, show_default=True, help="Searches per strategy (seeds 0..N-1).")
 @click.option("--report-at", default="10,25,50,100,150", show_default=True,
@@ -44,8 +79,8 @@ def _int_list(text: str) -> list[int]:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the curves to this PNG file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on the last line.")
 @user_errors
-def bench_searchers_command(table_path, space, arch_column, metric_column, report_column, mode, strategies, budget,
-                            seeds, report_at, engine, out, plot, as_json):
+def bench_searchers_command(table_path, space, arch_column, metric_column, report_column, mode, strategies, params,
+                            budget, seeds, report_at, engine, out, plot, as_json):
     """Compare search strategies on a tabular benchmark: mean +- std over seeds of the best value
     found after each number of evaluations, and the wall time of each strategy."""
     from frugalnas.strategies.benchmark import plot_curves, run_searcher_benchmark
@@ -54,6 +89,8 @@ def bench_searchers_command(table_path, space, arch_column, metric_column, repor
         import frugalnas.runtime.tune_bench  # noqa: F401  (registers the tune engine; imports Ray)
 
     names = [name.strip() for name in strategies.split(",") if name.strip()]
+    strategy_params = _strategy_params(params, names)
+    _check_strategies(names, space, strategy_params)
 
     def progress(name, seed, seconds):
         if seed + 1 == seeds:
@@ -62,7 +99,7 @@ def bench_searchers_command(table_path, space, arch_column, metric_column, repor
     result = run_searcher_benchmark(table_path, space, arch_column=arch_column, metric_column=metric_column,
                                     strategies=names, budget=budget, seeds=seeds, engine=engine,
                                     budgets_report=_int_list(report_at), mode=mode, report_column=report_column,
-                                    progress=progress)
+                                    progress=progress, strategy_params=strategy_params)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2) + "\n")

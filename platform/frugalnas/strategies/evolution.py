@@ -26,6 +26,7 @@ class RegularizedEvolution(Strategy):
     again, so a run never proposes an architecture twice."""
 
     name = "evolution"
+    default_screen = 16  # the surrogate picks each proposal from 16 of its own (see Strategy)
 
     def __init__(self, space, *, population_size: int = 10, sample_size: int = 10, **common):
         super().__init__(space, **common)

@@ -28,6 +28,7 @@ class OptunaStrategy(Strategy):
 
     may_repeat = True
     sampler_params: ClassVar[tuple[str, ...]] = ()
+    default_screen = 16  # the surrogate picks each proposal from 16 of its own (see Strategy)
 
     def __init__(self, space, **common):
         super().__init__(space, **common)
@@ -99,6 +100,13 @@ class OptunaStrategy(Strategy):
 
     def _failed(self, arch: Arch) -> None:
         self._tell_study(self._take_open(arch), None)
+
+    def _withdrawn(self, arch: Arch) -> None:
+        numbers = self._open[arch]
+        number = numbers.pop()  # the trial of this proposal: the last one opened for arch
+        if not numbers:
+            del self._open[arch]
+        self._tell_study(number, None)  # failed trials are ignored by both samplers
 
     # ------------------------------------------------------------ checkpointing
 

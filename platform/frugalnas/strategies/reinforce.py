@@ -35,6 +35,7 @@ from frugalnas.strategies.base import STRATEGIES, Strategy, check_float
 
 REWARD_SHAPINGS = ("rank", "standardize")
 UNIFORM_STD = float(np.sqrt(1 / 12))  # standard deviation of a rank spread uniformly over (0, 1)
+REFUSED_BATCH = 16  # refused draws in a row that make a policy step of their own (ask() may draw many)
 
 
 @STRATEGIES.register("rl")
@@ -42,6 +43,7 @@ class Reinforce(Strategy):
     """Policy-gradient search with a moving-average baseline and an entropy bonus."""
 
     name = "rl"
+    default_screen = 16  # the surrogate picks each proposal from 16 of its own (see Strategy)
     may_repeat = True
 
     def __init__(self, space, *, lr: float = 0.2, baseline_momentum: float = 0.9, entropy_weight: float = 0.1,
@@ -60,6 +62,8 @@ class Reinforce(Strategy):
         self._adam_m, self._adam_v, self._adam_t = np.zeros(n), np.zeros(n), 0
         self.baseline: float | None = None
         self._stats = [0, 0.0, 0.0]  # Welford's count, mean and sum of squared deviations of the rewards
+        self._passed_over: list[Arch] = []  # draws withdrawn by the screen since the last update
+        self._refused: list[Arch] = []  # draws refused by the constraints since the last update
 
     def params(self) -> dict:
         return {**super().params(), "lr": self.lr, "baseline_momentum": self.baseline_momentum,
@@ -95,8 +99,45 @@ class Reinforce(Strategy):
     def _reused(self, arch: Arch, result: dict) -> None:
         self._learn(arch, result, new=False)
 
+    def _withdrawn(self, arch: Arch) -> None:
+        self._passed_over.append(arch)
+
+    def _imagined_rewards(self, archs: list[Arch]) -> list[float]:
+        """Rewards for draws the screen passed over, from the surrogate: its predicted rank, as the told
+        reward at that quantile, shaped like a told one (ranked, never added)."""
+        from scipy.stats import norm
+
+        mean, _ = self._surrogate.predict(self.history, archs)  # normal scores of ranks (the surrogate's target)
+        told = np.array([self.score(r) for r in self._told.values()])
+        raw = np.quantile(told, norm.cdf(mean))
+        return [self._shaped(float(r), False) if self.reward_shaping == "rank" else float(r) for r in raw]
+
+    def _rejected(self, arch: Arch) -> None:
+        # A draw that violates the constraints is, for the policy, the worst outcome there is. Without this a
+        # policy drawn towards large, accurate architectures would keep proposing ones the constraints refuse.
+        self._refused.append(arch)
+        if len(self._refused) >= REFUSED_BATCH and self.baseline is not None:
+            self._step([])
+
+    def _worst_reward(self) -> float:
+        if self.reward_shaping == "rank":
+            return 0.0
+        return min(self.score(r) for r in self._told.values())
+
+    def _scale(self) -> float:
+        count, _, m2 = self._stats
+        return 1.0 if self.reward_shaping == "rank" else float(np.sqrt(m2 / count)) if count else 0.0
+
     def _learn(self, arch: Arch, result: dict, new: bool = True) -> None:
         reward = self.score(result)
+        imagined: list[tuple[Arch, float]] = []
+        if self._passed_over and self._surrogate is not None:
+            # With screening the evaluated architecture is the surrogate's pick of several draws, not a draw
+            # of the policy: a policy gradient from it alone is biased towards what the screen does not pick.
+            # All the draws are samples of the policy, so it learns from all of them, the passed-over ones at
+            # the surrogate's predicted reward (one averaged step, as a batch policy gradient).
+            imagined = list(zip(self._passed_over, self._imagined_rewards(self._passed_over)))
+        self._passed_over = []
         if self.reward_shaping == "rank":
             reward = self._shaped(reward, new)
         count, mean, m2 = self._stats
@@ -105,23 +146,31 @@ class Reinforce(Strategy):
         mean += delta / count
         m2 += delta * (reward - mean)
         self._stats = [count, mean, m2]
-        scale = 1.0 if self.reward_shaping == "rank" else np.sqrt(m2 / count)
         if self.baseline is None:
             self.baseline = reward
-        advantage = (reward - self.baseline) / scale if scale > 0 else 0.0
+        self._step([(arch, reward)] + imagined)
         self.baseline = self.baseline_momentum * self.baseline + (1 - self.baseline_momentum) * reward
 
-        # gradient of  advantage * log p(arch) + entropy_weight * sum_d H(p_d)  w.r.t. the logits
+    def _step(self, samples: list[tuple[Arch, float]]) -> None:
+        """One Adam step on  mean_i advantage_i * log p(arch_i) + entropy_weight * sum_d H(p_d)  over ``samples``
+        (architecture, shaped reward) and the refused draws since the last step (at the worst reward)."""
+        if self._refused:
+            samples = samples + [(a, self._worst_reward()) for a in self._refused]
+            self._refused = []
+        scale = self._scale()
+        advantages = [(r - self.baseline) / scale if scale > 0 else 0.0 for _, r in samples]
         grad = np.empty_like(self.logits)
-        for part, p, choice in zip(self._slices(), self.probabilities(), self.space.to_choices(arch)):
-            one_hot = np.zeros_like(p)
-            if choice < 0:  # an inactive decision took no part in the architecture: no credit to assign
-                one_hot[:] = p
-            else:
-                one_hot[choice] = 1.0
+        all_choices = [self.space.to_choices(a) for a, _ in samples]
+        for d, (part, p) in enumerate(zip(self._slices(), self.probabilities())):
+            score_term = np.zeros_like(p)
+            for advantage, choices in zip(advantages, all_choices):
+                if choices[d] >= 0:  # an inactive decision took no part in the architecture: no credit to assign
+                    one_hot = np.zeros_like(p)
+                    one_hot[choices[d]] = 1.0
+                    score_term += advantage * (one_hot - p)
             log_p = np.log(np.maximum(p, 1e-300))
             entropy = -(p * log_p).sum()
-            grad[part] = advantage * (one_hot - p) - self.entropy_weight * p * (log_p + entropy)
+            grad[part] = score_term / len(samples) - self.entropy_weight * p * (log_p + entropy)
         self._adam_ascent(grad)
 
     def _adam_ascent(self, grad: np.ndarray, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
@@ -135,7 +184,8 @@ class Reinforce(Strategy):
     def _strategy_state(self) -> dict:
         return {"logits": self.logits.tolist(), "adam_m": self._adam_m.tolist(), "adam_v": self._adam_v.tolist(),
                 "adam_t": self._adam_t, "baseline": self.baseline, "reward_stats": list(self._stats),
-                "rewards": list(self._rewards)}
+                "rewards": list(self._rewards), "passed_over": [str(a) for a in self._passed_over],
+                "refused": [str(a) for a in self._refused]}
 
     def _load_strategy_state(self, state: dict) -> None:
         self.logits = np.asarray(state["logits"], dtype=np.float64)
@@ -145,3 +195,5 @@ class Reinforce(Strategy):
         self.baseline = state["baseline"]
         self._stats = [int(state["reward_stats"][0]), float(state["reward_stats"][1]), float(state["reward_stats"][2])]
         self._rewards = [float(r) for r in state.get("rewards", [])]
+        self._passed_over = [self.space.parse(text) for text in state.get("passed_over", [])]
+        self._refused = [self.space.parse(text) for text in state.get("refused", [])]
