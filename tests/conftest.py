@@ -27,3 +27,19 @@ def digits_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits") / "dataset"
     ingest("digits", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def space():
+    """The built-in NAS-Bench-201 space (immutable, shared by the strategy tests; a module may define its own)."""
+    from frugalnas.spaces import load_space
+
+    return load_space("nb201")
+
+
+@pytest.fixture(scope="session")
+def landscape():
+    """The synthetic NAS-Bench-201-like accuracy landscape (seed 0), a cheap stand-in for training."""
+    from frugalnas.strategies.synthetic import NB201LikeLandscape
+
+    return NB201LikeLandscape(seed=0)

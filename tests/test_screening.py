@@ -10,21 +10,10 @@ import torch
 
 from frugalnas.spaces import load_space
 from frugalnas.strategies import make_strategy
-from frugalnas.strategies.synthetic import NB201LikeLandscape
 
 torch.set_num_threads(1)
 
 SCREENING = ["evolution", "optuna-nsga2", "optuna-tpe", "random", "rl"]
-
-
-@pytest.fixture(scope="module")
-def space():
-    return load_space("nb201")
-
-
-@pytest.fixture(scope="module")
-def landscape():
-    return NB201LikeLandscape(seed=0)
 
 
 def result(landscape, arch) -> dict:

@@ -12,7 +12,6 @@ from frugalnas.errors import ConfigError
 from frugalnas.registry import UnknownNameError
 from frugalnas.spaces import load_space
 from frugalnas.strategies import STRATEGIES, make_strategy, non_dominated, pareto_front, parse_objectives
-from frugalnas.strategies.synthetic import NB201LikeLandscape
 
 torch.set_num_threads(1)
 
@@ -21,16 +20,6 @@ NO_REPEATS = ["random", "evolution", "predictor"]
 # small settings so every strategy reaches its model-based phase within a few asks
 FAST = {"evolution": {"population_size": 6, "sample_size": 3}, "predictor": {"n_initial": 4, "train_steps": 30},
         "optuna-tpe": {"n_startup_trials": 4}, "optuna-nsga2": {"population_size": 6}}
-
-
-@pytest.fixture(scope="module")
-def space():
-    return load_space("nb201")
-
-
-@pytest.fixture(scope="module")
-def landscape():
-    return NB201LikeLandscape(seed=0)
 
 
 def n_convs(arch) -> int:

@@ -13,6 +13,11 @@ the living population makes each proposal a mutation of the best recent architec
 retires it after ten more results, so the search keeps moving. On NAS-Bench-201 this gives +0.4 to
 +1.3 points at 25 evaluations over population 20 / tournament 5 on all three datasets, and no loss
 at 150 (benchmarks/RESULTS.md).
+
+With surrogate screening (``screen``, 16 by default; see :class:`~frugalnas.strategies.base.Strategy`) each
+proposal is the surrogate's pick among 16 mutants of the parent (or, during the random start, among 16
+random architectures, once ``screen_after`` results are known): neural-predictor-guided evolution (NPENAS,
+Wei et al., IEEE TNNLS 2022).
 """
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ is active, Optuna's define-by-run); results go back with
 ``study.tell``. Both use every objective (``directions``), so with two or more objectives they
 search the Pareto front (TPE as MOTPE). A proposal that violates the constraints is told as a
 failed trial (both samplers ignore failed trials); a proposal that was already evaluated is told
-its known values at once and Optuna is asked again.
+its known values at once and Optuna is asked again. With surrogate screening (``screen``, 16 by
+default for one objective) each proposal is the surrogate's pick of 16 asks; the other 15 trials are
+told as failed, so the sampler learns only from evaluated results.
 
 Checkpointing: the state holds the log of every ask and tell in order; restoring replays it into
 a fresh study with the same seeded sampler. That re-creates the sampler's random state and the

@@ -20,6 +20,14 @@ With ranks the policy can take larger steps (``lr`` 0.2). On NAS-Bench-201 this 
 to 94.12 at 50 evaluations on CIFAR-10 (random search: 93.76), see benchmarks/RESULTS.md.
 Numpy only: the gradient of a softmax table is two lines, and the state is a few small arrays.
 
+With surrogate screening (``screen``, 16 by default; see :class:`~frugalnas.strategies.base.Strategy`) the
+evaluated architecture is the surrogate's pick among ``screen`` draws of the policy. A gradient from that
+pick alone would be biased against whatever the screen keeps picking (it is not a sample of the policy),
+so the policy learns from every draw, the passed-over ones at the reward the surrogate predicts for them,
+in one averaged step per result (a batch policy gradient whose batch is mostly imagined, Dyna-style).
+Draws that violate the constraints count as the worst reward, so a policy drawn towards large networks
+learns to stay inside the limits instead of having its proposals refused for ever.
+
 The policy may sample an architecture it has already evaluated; the strategy then learns from the
 known result at no cost and samples again (counted in ``reused``), so evaluations are never spent
 twice on one architecture.
