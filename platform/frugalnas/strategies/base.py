@@ -239,8 +239,8 @@ class Strategy(ABC):
         candidates: list[Arch] = []
         rejected = reused = repeats = 0
         for _ in range(self.max_attempts):
-            if len(candidates) >= wanted or repeats >= wanted:
-                break
+            if len(candidates) >= wanted or (candidates and rejected + reused + repeats >= wanted):
+                break  # enough candidates, or as many unusable proposals as the screen's size: choose now
             if self.may_repeat and len(self._told) + len(self._infeasible) >= self._size:
                 break  # every architecture is evaluated or infeasible
             arch = self._propose()
