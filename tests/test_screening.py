@@ -115,3 +115,16 @@ def test_a_converged_policy_does_not_spin_in_the_screen(landscape):
     strategy = make_strategy("rl", tiny, seed=0, screen=8, lr=2.0, entropy_weight=0.0)
     drive(strategy, landscape, 60)  # repeats within a screen end it early instead of looping max_attempts
     assert len(strategy.history) == 60
+
+
+def test_a_screened_ask_draws_at_most_twice_the_screen(space, landscape):
+    """NSGA-II repeats evaluated cells often; each repeat is an Optuna trial. A screened ask stops drawing once
+    as many proposals as the screen's size were unusable, so the study grows by at most 2 x screen per ask."""
+    strategy = make_strategy("optuna-nsga2", space, seed=0, screen=8)
+    drive(strategy, landscape, 5)
+    grown = []
+    for _ in range(40):
+        before = len(strategy.study.trials)
+        drive(strategy, landscape, 1)
+        grown.append(len(strategy.study.trials) - before)
+    assert max(grown) <= 2 * 8 and strategy.reused > 0
