@@ -416,6 +416,13 @@ def _check_references(config: ExperimentConfig, source: str) -> None:
     if unknown:
         raise ConfigError(f"{source}: search.params: unknown setting(s) {', '.join(unknown)} for strategy "
                           f"{strategy!r}; allowed: {', '.join(allowed_params)}")
+    if strategy not in GRADIENT_STRATEGIES:  # the values too: build the strategy once, as the search will
+        from frugalnas.strategies import make_strategy
+
+        try:
+            make_strategy(strategy, space, **config.search.params)
+        except ValueError as error:
+            raise ConfigError(f"{source}: search.params for strategy {strategy!r}: {error}") from None
 
 
 def _check_task(config: ExperimentConfig, space, source: str) -> None:

@@ -33,10 +33,12 @@ class RegularizedEvolution(Strategy):
     name = "evolution"
     default_screen = 16  # the surrogate picks each proposal from 16 of its own (see Strategy)
 
-    def __init__(self, space, *, population_size: int = 10, sample_size: int = 10, **common):
+    def __init__(self, space, *, population_size: int = 10, sample_size: int | None = None, **common):
         super().__init__(space, **common)
         self.population_size = check_int("population_size", population_size, minimum=1)
-        self.sample_size = check_int("sample_size", sample_size, minimum=1)
+        # None: the whole population, so setting population_size alone keeps the tournament over all of it
+        self.sample_size = self.population_size if sample_size is None else check_int("sample_size", sample_size,
+                                                                                        minimum=1)
         if self.sample_size > self.population_size:
             raise ValueError(f"sample_size ({sample_size}) must not exceed population_size ({population_size})")
 
