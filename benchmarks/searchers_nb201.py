@@ -37,6 +37,8 @@ COLUMNS = {"CIFAR-10": "CIFAR10TestAccuracy200Epochs", "CIFAR-100": "CIFAR100Tes
 STRATEGIES = ["random", "evolution", "rl", "predictor", "optuna-tpe", "optuna-nsga2"]
 # The defaults before this benchmark's latest change (surrogate screening, ``screen``), run beside the current ones.
 BEFORE = {name: {"screen": 1} for name in ("evolution", "rl", "optuna-tpe", "optuna-nsga2")}
+BEFORE_CHANGE = ("surrogate screening: `screen: 1`; `searchers_nb201_early.md` reads what it changed at 25 and 50 "
+                 "evaluations and at 100-150 here")
 # NAS-Bench-201 (Dong & Yang, ICLR 2020): CIFAR-10 test accuracy (%), mean ± std over 500 runs under a
 # simulated search-time budget, searching on validation accuracy (as given in ../shared/data/nb201/README.md;
 # the other columns' published numbers are not quoted here).
@@ -144,7 +146,8 @@ def markdown(datasets: dict, meta: dict) -> str:
         f"NATS-Bench). Each strategy ran {seeds} searches (seeds 0..{seeds - 1}) of {budget} evaluations (table "
         "lookups) per dataset, searching and reporting the same column. Cells: mean ± sample std over the seeds of "
         "the best test accuracy found after N evaluations. `(before)` rows: the same strategy with the defaults it "
-        "had before the changes below, in the same run. `optimum`: searches that found the column's best cell.",
+        f"had before the latest change ({BEFORE_CHANGE}), in the same run. `optimum`: searches that found the "
+        "column's best cell.",
     ]
     for dataset, entry in datasets.items():
         result = entry["result"]
