@@ -117,7 +117,7 @@ class Strategy(ABC):
         Surrogate screening: once ``screen_after`` results are known, each :meth:`ask` draws this
         many proposals from the strategy and returns the one that a surrogate model of the results
         (:class:`~frugalnas.strategies.surrogate.Surrogate`, an MLP ensemble refitted as results
-        arrive) predicts best; the others are withdrawn (the strategy hears of them as
+        arrive) favours (the best Thompson draw from its prediction); the others are withdrawn (the strategy hears of them as
         :meth:`_withdrawn`, never as results). 1 turns it off. The idea is neural-predictor-guided
         evolution (NPENAS, Wei et al., IEEE TNNLS 2022) applied to any proposer: the strategy keeps
         its own way of exploring, and the few evaluations a search can afford go to the proposals
