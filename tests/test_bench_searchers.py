@@ -198,7 +198,7 @@ def test_bench_searchers_param_sets_a_strategy_setting(table):
     for bad, message in [("evolution.screen", "must read STRATEGY.KEY=VALUE"),
                          ("rl.screen=1", "'rl' is not among the strategies compared (random, evolution)"),
                          ("evolution.scren=1", "unknown parameter(s) scren; allowed:"),
-                         ("evolution.population_size=4", "'evolution': sample_size (10) must not exceed population_size")]:
+                         ("evolution.screen=0", "search strategy 'evolution': screen must be an integer >= 1")]:
         outcome = runner.invoke(bench_searchers_command, args + ["--param", bad])
         assert outcome.exit_code == 2 and message in outcome.output, (bad, outcome.output)
 
