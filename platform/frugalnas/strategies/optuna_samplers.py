@@ -90,9 +90,10 @@ class OptunaStrategy(Strategy):
     def _reused(self, arch: Arch, result: dict) -> None:
         self._tell_study(self._trial.number, self._values(result))
 
-    def _take_open(self, arch: Arch) -> int:
+    def _take_open(self, arch: Arch, last: bool = False) -> int:
+        """The trial number of an open proposal of ``arch``: the oldest, or with ``last`` the newest."""
         numbers = self._open[arch]
-        number = numbers.pop(0)
+        number = numbers.pop(-1 if last else 0)
         if not numbers:
             del self._open[arch]
         return number
@@ -104,11 +105,8 @@ class OptunaStrategy(Strategy):
         self._tell_study(self._take_open(arch), None)
 
     def _withdrawn(self, arch: Arch) -> None:
-        numbers = self._open[arch]
-        number = numbers.pop()  # the trial of this proposal: the last one opened for arch
-        if not numbers:
-            del self._open[arch]
-        self._tell_study(number, None)  # failed trials are ignored by both samplers
+        # the trial of this proposal is the last one opened for arch; failed trials are ignored by both samplers
+        self._tell_study(self._take_open(arch, last=True), None)
 
     # ------------------------------------------------------------ checkpointing
 
