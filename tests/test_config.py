@@ -80,9 +80,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
     ({"strategy": "darts", "params": {"arch_lrr": 0.1}}, ["unknown setting(s) arch_lrr for strategy 'darts'",
                                                           "allowed: epochs, batch_size, lr"]),
     ({"strategy": "predictor", "params": {"screen": 4}},  # values are checked too, by building the strategy
-     ["search.params for strategy 'predictor': predictor chooses every proposal with its own model"]),
+     ["search.params: search strategy 'predictor': predictor chooses every proposal with its own model"]),
     ({"strategy": "evolution", "params": {"population_size": 4, "sample_size": 5}},
-     ["search.params for strategy 'evolution': sample_size (5) must not exceed population_size (4)"]),
+     ["search.params: search strategy 'evolution': sample_size (5) must not exceed population_size (4)"]),
 ])
 def test_strategy_settings_are_checked_before_anything_runs(tmp_path, search, fragments):
     path = write(tmp_path, {"name": "x", "space": "nb201", "search": search})

@@ -56,6 +56,9 @@ def test_unknown_parameter_lists_the_allowed_ones(space):
     with pytest.raises(ConfigError,
                        match=r"unknown parameter\(s\) populaton_size; allowed: population_size, sample_size, seed"):
         make_strategy("evolution", space, populaton_size=10)
+    # a bad value is a ConfigError naming the strategy (the CLI exits 2 with it), and still a ValueError
+    with pytest.raises(ConfigError, match=r"search strategy 'evolution': sample_size \(5\) must not exceed"):
+        make_strategy("evolution", space, population_size=3, sample_size=5)
     with pytest.raises(ValueError, match="sample_size"):
         make_strategy("evolution", space, population_size=3, sample_size=5)
     with pytest.raises(ValueError, match="acquisition 'ei' is unknown; allowed: its, ucb"):

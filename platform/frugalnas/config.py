@@ -421,8 +421,8 @@ def _check_references(config: ExperimentConfig, source: str) -> None:
 
         try:
             make_strategy(strategy, space, **config.search.params)
-        except ValueError as error:
-            raise ConfigError(f"{source}: search.params for strategy {strategy!r}: {error}") from None
+        except ConfigError as error:
+            raise ConfigError(f"{source}: search.params: {error}") from None
 
 
 def _check_task(config: ExperimentConfig, space, source: str) -> None:

@@ -51,6 +51,11 @@ _CONSTRAINT = re.compile(r"^(max|min)_([A-Za-z_][A-Za-z0-9_.:/]*)$")
 _SPACE_METRICS = {"params": ("num_classes", "in_channels"), "flops": ("num_classes", "in_channels", "image_size")}
 
 
+class InvalidStrategySetting(ConfigError, ValueError):
+    """A strategy parameter with a value it does not accept (still a ValueError for code that builds
+    strategies directly)."""
+
+
 def make_strategy(name: str, space: Space | str, **params) -> "Strategy":
     """Build the strategy registered as ``name``; an unknown name or parameter fails with the
     allowed ones listed (a misspelt YAML key must not be silently ignored)."""
@@ -60,7 +65,10 @@ def make_strategy(name: str, space: Space | str, **params) -> "Strategy":
     if unknown:
         raise ConfigError(f"search strategy {name!r} got unknown parameter(s) {', '.join(unknown)}; "
                           f"allowed: {', '.join(allowed)}")
-    return cls(space, **params)
+    try:
+        return cls(space, **params)
+    except ValueError as error:  # a bad value: the same user-facing error as a bad name
+        raise InvalidStrategySetting(f"search strategy {name!r}: {error}") from None
 
 
 def strategy_parameters(cls: type["Strategy"]) -> list[str]:
