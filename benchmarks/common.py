@@ -48,3 +48,11 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
+
+
+def reruns_text(meta: dict) -> str:
+    """The rows re-run after the run above (``--rerun``), if any."""
+    parts = [f"{', '.join(f'`{r}`' for r in x['rows'])} on {x['when']} at commit {x['commit']} "
+             f"({x['seconds'] / 60:.0f} min)" for x in meta.get("reruns", [])]
+    return (" Re-run later with the code of that day (`--rerun`), on the same seeds: " + "; ".join(parts)
+            + "; the other rows are from the run above.") if parts else ""

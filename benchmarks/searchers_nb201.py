@@ -16,6 +16,7 @@ plot per column.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 import sys
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, write_results  # noqa: E402
+from common import RESULTS, machine, reruns_text, write_results  # noqa: E402
 
 from frugalnas.strategies.benchmark import plot_curves, run_searcher_benchmark  # noqa: E402
 
@@ -56,10 +57,16 @@ def main() -> None:
     parser.add_argument("--no-before", action="store_true", help="skip the (before) rows")
     parser.add_argument("--quick", action="store_true", help="3 seeds, budget 50, CIFAR-10 only (a smoke run)")
     parser.add_argument("--jobs", type=int, default=1, help="strategies run in parallel processes (one core each)")
+    parser.add_argument("--rerun", help="re-run only these rows (labels, comma-separated, e.g. 'rl') with the "
+                        "current code on the recorded seeds and merge them into the committed results; the other "
+                        "rows stay as measured")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if not Path(args.table).is_file():
         raise SystemExit(f"the NAS-Bench-201 table is not at {args.table}: pass --table (see ../shared/data/nb201)")
+    if args.rerun:
+        rerun(args)
+        return
     if args.quick:
         args.seeds, args.budget, args.columns = 3, 50, "CIFAR-10"
     report_at = [b for b in (10, 25, 50, 100, 150) if b <= args.budget]
@@ -80,17 +87,51 @@ def main() -> None:
             if d == dataset:
                 rows[label] = {**r["strategies"][name], "params": params}
                 result = result or r
-        result = {**result, "strategies": rows}
-        png = RESULTS / f"searchers_nb201_{dataset.lower().replace('-', '')}.png"
-        plot_curves({**result, "strategies": {k: v for k, v in rows.items() if "(before)" not in k}}, png,
-                    title=f"NAS-Bench-201 {dataset}: best test accuracy vs evaluations ({args.seeds} seeds)")
-        datasets[dataset] = {"result": result, "png": png.name}
+        datasets[dataset] = {"result": {**result, "strategies": rows}}
     meta = {"when": date.today().isoformat(), "machine": machine(), "load_before": load_before,
             "load_after": os.getloadavg()[0], "total_seconds": time.perf_counter() - started,
             "command": " ".join(["benchmarks/searchers_nb201.py", *sys.argv[1:]]), "table": args.table}
-    name = "searchers_nb201" + ("_quick" if args.quick else "")
+    write("searchers_nb201" + ("_quick" if args.quick else ""), datasets, meta)
+
+
+def write(name: str, datasets: dict, meta: dict) -> None:
+    """The curve plot of each dataset, then the JSON and the Markdown."""
+    for dataset, entry in datasets.items():
+        result = entry["result"]
+        png = RESULTS / f"{name}_{dataset.lower().replace('-', '')}.png"
+        plot_curves({**result, "strategies": {k: v for k, v in result["strategies"].items() if "(before)" not in k}},
+                    png, title=f"NAS-Bench-201 {dataset}: best test accuracy vs evaluations ({result['seeds']} seeds)")
+        entry["png"] = png.name
     write_results(name, {"meta": meta, "datasets": datasets, "published": PUBLISHED, "before": BEFORE},
                   markdown(datasets, meta))
+
+
+def rerun(args) -> None:
+    """Re-run the rows named in ``args.rerun`` on the committed results' seeds and budget (after a change to
+    those strategies), replace them and record the re-run in the meta data."""
+    path = RESULTS / "searchers_nb201.json"
+    payload = json.loads(path.read_text())
+    meta, datasets = payload["meta"], payload["datasets"]
+    labels = args.rerun.split(",")
+    tasks, settings = [], {}
+    for dataset, entry in datasets.items():
+        result = entry["result"]
+        settings = {"budget": result["budget"], "seeds": result["seeds"],
+                    "report_at": result["strategies"]["random"]["budgets"]}
+        for label in labels:
+            if label not in result["strategies"]:
+                raise SystemExit(f"--rerun: no row {label!r} in {path.name}; rows: {', '.join(result['strategies'])}")
+            name = label.removesuffix(" (before)")
+            tasks.append((dataset, label, name, result["strategies"][label].get("params", {})))
+    started = time.perf_counter()
+    done = run_tasks(tasks, args.table, budget=settings["budget"], seeds=settings["seeds"], first_seed=0,
+                     report_at=settings["report_at"], jobs=args.jobs, started=started)
+    for (dataset, label, name, params), r in zip(tasks, done):
+        datasets[dataset]["result"]["strategies"][label] = {**r["strategies"][name], "params": params}
+    meta.setdefault("reruns", []).append({"rows": labels, "when": date.today().isoformat(),
+                                          "commit": machine().get("commit", "?"),
+                                          "seconds": time.perf_counter() - started})
+    write("searchers_nb201", datasets, meta)
 
 
 def _run_task(table: str, dataset: str, name: str, params: dict, budget: int, seeds: int, first_seed: int,
@@ -147,7 +188,7 @@ def markdown(datasets: dict, meta: dict) -> str:
         "lookups) per dataset, searching and reporting the same column. Cells: mean ± sample std over the seeds of "
         "the best test accuracy found after N evaluations. `(before)` rows: the same strategy with the defaults it "
         f"had before the latest change ({BEFORE_CHANGE}), in the same run. `optimum`: searches that found the "
-        "column's best cell.",
+        "column's best cell." + reruns_text(meta),
     ]
     for dataset, entry in datasets.items():
         result = entry["result"]

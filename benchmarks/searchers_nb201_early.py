@@ -28,6 +28,7 @@ a hand-written reading of them, ``results/searchers_nb201_early_reading.md``, is
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, write_results  # noqa: E402
+from common import RESULTS, machine, reruns_text, write_results  # noqa: E402
 from searchers_nb201 import COLUMNS, TABLE, run_tasks  # noqa: E402
 
 from frugalnas.spaces import load_space  # noqa: E402
@@ -50,6 +51,7 @@ for _name in ("evolution", "rl", "optuna-tpe", "optuna-nsga2"):
     RUNS += [(_name, _name, {}), (f"{_name} unscreened", _name, {"screen": 1})]
 REPORT_AT = (10, 25, 50)
 READING = RESULTS / "searchers_nb201_early_reading.md"
+RESULTS_JSON = RESULTS / "searchers_nb201_early.json"
 SMALL_SAMPLE = 20  # the number of searches per strategy in searchers_nb201.py
 
 
@@ -93,11 +95,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 seeds, CIFAR-10 only (a smoke run, not written)")
     parser.add_argument("--render", action="store_true", help="only re-write the markdown from the JSON")
     parser.add_argument("--jobs", type=int, default=1, help="searches run in parallel processes (one core each)")
+    parser.add_argument("--rerun", help="re-run only these rows (labels, comma-separated, e.g. 'rl') with the "
+                        "current code on the recorded seeds and merge them into the committed results; the other "
+                        "rows stay as measured, and every interval is recomputed")
     args = parser.parse_args()
     if args.render:
-        import json
-
-        payload = json.loads((RESULTS / "searchers_nb201_early.json").read_text())
+        payload = json.loads(RESULTS_JSON.read_text())
         meta = payload["meta"]
         write_results("searchers_nb201_early", payload,
                       markdown(payload["datasets"], meta, [b for b in REPORT_AT if b <= meta["budget"]]))
@@ -105,30 +108,52 @@ def main() -> None:
     torch.set_num_threads(1)
     if not Path(args.table).is_file():
         raise SystemExit(f"the NAS-Bench-201 table is not at {args.table}: pass --table (see ../shared/data/nb201)")
+    if args.rerun:
+        rerun(args)
+        return
     columns = {"CIFAR-10": COLUMNS["CIFAR-10"]} if args.quick else COLUMNS
     if args.quick:
         args.seeds = 5
     report_at = [b for b in REPORT_AT if b <= args.budget]
-    rng = np.random.default_rng(0)
-    space = load_space("nb201")
     load_before, started = os.getloadavg()[0], time.perf_counter()
     tasks = [(dataset, label, name, params) for dataset in columns for label, name, params in RUNS]
     done = run_tasks(tasks, args.table, budget=args.budget, seeds=args.seeds, first_seed=args.first_seed,
                      report_at=report_at, jobs=args.jobs, started=started)
     datasets = {}
     for dataset, column in columns.items():
-        values = np.sort([v[column] for v in read_table(args.table, space, arch_column="ArchitectureString",
+        rows = {label: row_of(name, params, r) for (d, label, name, params), r in zip(tasks, done) if d == dataset}
+        datasets[dataset] = {"column": column, "rows": rows}
+    add_statistics(datasets, args.table, report_at, args.bootstrap)
+    meta = {"when": date.today().isoformat(), "machine": machine(), "load_before": load_before,
+            "load_after": os.getloadavg()[0], "total_seconds": time.perf_counter() - started,
+            "seeds": args.seeds, "first_seed": args.first_seed, "budget": args.budget, "bootstrap": args.bootstrap,
+            "command": " ".join(["benchmarks/searchers_nb201_early.py", *sys.argv[1:]]), "table": args.table}
+    text = markdown(datasets, meta, report_at)
+    if args.quick:
+        print(text)
+        return
+    write_results("searchers_nb201_early", {"meta": meta, "datasets": datasets}, text)
+
+
+def row_of(name: str, params: dict, result: dict) -> dict:
+    e = result["strategies"][name]
+    return {"strategy": name, "params": params, "seed_best": e["seed_best"], "mean_best": e["mean_best"],
+            "std_best": e["std_best"], "seconds_per_run": e["seconds_per_run"]}
+
+
+def add_statistics(datasets: dict, table: str, report_at: list[int], draws: int) -> None:
+    """Each row's ratio to random search with its intervals, its random-equivalent evaluations, and what the goal
+    asks at each N, from the rows' per-search bests. Deterministic: the bootstrap generator is seeded once and
+    consumed in row order, so a row whose searches did not change keeps its intervals."""
+    rng = np.random.default_rng(0)
+    space = load_space("nb201")
+    for d in datasets.values():
+        column = d["column"]
+        values = np.sort([v[column] for v in read_table(table, space, arch_column="ArchitectureString",
                                                         metric_column=column).values.values()])
         ladder = np.unique(np.round(np.geomspace(1, 20000, 400)).astype(int))
         curve = expected_best(values, ladder)
-        rows = {}
-        for (d, label, name, params), r in zip(tasks, done):
-            if d != dataset:
-                continue
-            e = r["strategies"][name]
-            rows[label] = {"strategy": name, "params": params, "seed_best": e["seed_best"],
-                           "mean_best": e["mean_best"], "std_best": e["std_best"],
-                           "seconds_per_run": e["seconds_per_run"]}
+        rows = d["rows"]
         base = np.array(rows["random"]["seed_best"])
         for label, row in rows.items():
             best = np.array(row["seed_best"])
@@ -137,8 +162,8 @@ def main() -> None:
                 continue
             row["vs_random"] = []
             for k, n in enumerate(report_at):
-                full = bootstrap(best[:, k], base[:, k], rng, args.bootstrap)
-                small = bootstrap(best[:, k], base[:, k], rng, args.bootstrap, SMALL_SAMPLE)
+                full = bootstrap(best[:, k], base[:, k], rng, draws)
+                small = bootstrap(best[:, k], base[:, k], rng, draws, SMALL_SAMPLE)
                 row["vs_random"].append({
                     "n": n, "difference": float(best[:, k].mean() - base[:, k].mean()),
                     "ratio": ratio(best[:, k], base[:, k]),
@@ -150,16 +175,33 @@ def main() -> None:
             goal.append({"n": n, "random_mean_plus_std": line,
                          "table_share_at_or_above": float(np.mean(values >= line)),
                          "random_equivalent": random_equivalent(line, ladder, curve)})
-        datasets[dataset] = {"column": column, "rows": rows, "goal": goal, "optimum": float(values[-1])}
-    meta = {"when": date.today().isoformat(), "machine": machine(), "load_before": load_before,
-            "load_after": os.getloadavg()[0], "total_seconds": time.perf_counter() - started,
-            "seeds": args.seeds, "first_seed": args.first_seed, "budget": args.budget, "bootstrap": args.bootstrap,
-            "command": " ".join(["benchmarks/searchers_nb201_early.py", *sys.argv[1:]]), "table": args.table}
-    text = markdown(datasets, meta, report_at)
-    if args.quick:
-        print(text)
-        return
-    write_results("searchers_nb201_early", {"meta": meta, "datasets": datasets}, text)
+        d["goal"], d["optimum"] = goal, float(values[-1])
+
+
+def rerun(args) -> None:
+    """Re-run the rows named in ``args.rerun`` on the committed results' seeds and budget (after a change to
+    those strategies), replace them, recompute the statistics and record the re-run in the meta data."""
+    payload = json.loads(RESULTS_JSON.read_text())
+    meta, datasets = payload["meta"], payload["datasets"]
+    labels = args.rerun.split(",")
+    report_at = [b for b in REPORT_AT if b <= meta["budget"]]
+    tasks = []
+    for dataset, d in datasets.items():
+        for label in labels:
+            if label not in d["rows"]:
+                raise SystemExit(f"--rerun: no row {label!r} in {RESULTS_JSON.name}; rows: {', '.join(d['rows'])}")
+            row = d["rows"][label]
+            tasks.append((dataset, label, row["strategy"], row["params"]))
+    started = time.perf_counter()
+    done = run_tasks(tasks, args.table, budget=meta["budget"], seeds=meta["seeds"], first_seed=meta["first_seed"],
+                     report_at=report_at, jobs=args.jobs, started=started)
+    for (dataset, label, name, params), r in zip(tasks, done):
+        datasets[dataset]["rows"][label] = row_of(name, params, r)
+    add_statistics(datasets, args.table, report_at, meta["bootstrap"])
+    meta.setdefault("reruns", []).append({"rows": labels, "when": date.today().isoformat(),
+                                          "commit": machine().get("commit", "?"),
+                                          "seconds": time.perf_counter() - started})
+    write_results("searchers_nb201_early", payload, markdown(datasets, meta, report_at))
 
 
 def markdown(datasets: dict, meta: dict, report_at: list[int]) -> str:
@@ -172,7 +214,7 @@ def markdown(datasets: dict, meta: dict, report_at: list[int]) -> str:
         f"{m.get('commit', '?')}; {meta['total_seconds'] / 60:.0f} min). {meta['seeds']} searches per strategy and "
         f"column (seeds {meta['first_seed']}..{meta['first_seed'] + meta['seeds'] - 1}, not the seeds 0..19 of "
         f"`searchers_nb201.py` nor 100..119 used to try settings), {meta['budget']} table lookups each, searching "
-        "and reporting the same column.",
+        "and reporting the same column." + reruns_text(meta),
         "",
         "Cells: mean ± std of the best test accuracy found after N evaluations; `ratio`: difference from random "
         "search over the larger std (`searchers_nb201.py` calls a strategy beyond the seed spread when it is "

@@ -128,3 +128,22 @@ def test_a_screened_ask_draws_at_most_twice_the_screen(space, landscape):
         drive(strategy, landscape, 1)
         grown.append(len(strategy.study.trials) - before)
     assert max(grown) <= 2 * 8 and strategy.reused > 0
+
+
+def test_a_screened_rl_policy_gets_the_stronger_entropy_bonus_and_keeps_exploring(space, landscape):
+    """Stepping on the average of 16 draws, the policy at the unscreened entropy bonus (0.1) settles onto a few
+    architectures and then draws evaluated ones by the thousand; the screened default (0.3) keeps it exploring."""
+    assert make_strategy("rl", space).entropy_weight == 0.3
+    assert make_strategy("rl", space, screen=1).entropy_weight == 0.1
+    assert make_strategy("rl", space, objectives=["accuracy", "-params"]).entropy_weight == 0.1  # unscreened
+    assert make_strategy("rl", space, entropy_weight=0.05).entropy_weight == 0.05
+
+    def reused(**params) -> int:
+        total = 0
+        for seed in range(3):
+            strategy = make_strategy("rl", space, seed=seed, **params)
+            drive(strategy, landscape, 60)
+            total += strategy.reused
+        return total
+
+    assert reused() * 3 < reused(entropy_weight=0.1)
