@@ -49,8 +49,8 @@ ENTROPY_WEIGHT = 0.1
 # A screened policy steps on the average of ``screen`` draws: its gradient is far less noisy, its Adam steps keep
 # one direction, and at 0.1 it settled onto a few architectures within ~50 evaluations. It then drew already
 # evaluated ones by the thousand (about 10,000 per 150-evaluation search) and found NAS-Bench-201's
-# ImageNet16-120 optimum in 4 of 20 searches; at 0.3, about 500-1,000 and 16 of 20, no worse at 25 and 50
-# evaluations (seeds 2000-2019, which are not the benchmark's reported seeds; benchmarks/RESULTS.md).
+# ImageNet16-120 optimum in 4 of 20 searches; at 0.3, about 500-1,000 and 16 of 20, within the seed noise at
+# 25 and 50 evaluations (seeds 2000-2019, not the benchmark's reported seeds; benchmarks/RESULTS.md).
 SCREENED_ENTROPY_WEIGHT = 0.3
 REFUSED_BATCH = 16  # refused draws in a row that make a policy step of their own (ask() may draw many)
 
