@@ -63,7 +63,7 @@ def misranking(summary: dict) -> dict:
     truth = np.array([a["truth"] for a in archs])
     params = np.array([a["params"] for a in archs])
     truth_rank = stats.rankdata(-truth)
-    out = {"budget": budgets[b], "arms": {}}
+    out = {"budget": budgets[b], "architectures": len(archs), "arms": {}}
     for arm in arms:
         score = np.array([a["scores"][arm][b] for a in archs])
         rank = stats.rankdata(-score)
@@ -154,7 +154,11 @@ def swaps(summary: dict, work: Path, n_archs: int, arms: dict[str, dict]) -> dic
 
 def markdown(report: dict) -> str:
     rank = report["misranking"]
+    count = f" ({rank['architectures']} architectures)" if "architectures" in rank else ""
     lines = ["# Why DDS ranks as it does (benchmarks/fidelity_dds_analysis.py)", "",
+             f"Generated at commit {report['machine'].get('commit', '?')} from the fidelity benchmark's summary of that "
+             f"commit{count}, and re-runs of its trials; the fidelity section above may be from a later run (compare "
+             "its commit).", "",
              f"## Misranking at {rank['budget']:,} images per architecture (validation accuracy)", "",
              f"Parameter count alone: Kendall tau {rank['tau_params_truth']:+.2f} against ground truth.", "",
              "| arm | tau vs truth | tau vs params | mean rank displacement | most misranked (truth rank -> rank, params) |",
