@@ -28,8 +28,8 @@ TABLE = REPO.parent / "shared" / "data" / "nb201" / "nats_tss.csv"
 NAME = "fidelity_nb201"
 
 
-def run_job(work: Path, overrides: list[str]) -> dict:
-    out = work / NAME
+def run_job(work: Path, overrides: list[str], name: str = NAME) -> dict:
+    out = work / name
     folder = cifar10_folder(work)
     if not TABLE.exists() and not any(o.startswith("fidelity.table=") for o in overrides):
         raise SystemExit(f"NAS-Bench-201 table not found at {TABLE}: pass --set fidelity.table=PATH")
@@ -51,11 +51,12 @@ def fmt(value, digits=2, signed=True):
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: dict, name: str = NAME) -> str:
     budgets = summary["budgets"]
     heads = " | ".join(f"{b / 1000:g}k" for b in budgets)
     rule = "|".join(["---"] + ["---:"] * len(budgets))
-    lines = [f"# Ranking fidelity on NAS-Bench-201 (CIFAR-10, {summary['k']} architectures)", ""]
+    variant = f", `{name}`" if name != NAME else ""
+    lines = [f"# Ranking fidelity on NAS-Bench-201 (CIFAR-10, {summary['k']} architectures{variant})", ""]
     m = summary.get("machine", {})
     space = summary["space_settings"]["network"]
     lines += [
@@ -123,9 +124,9 @@ def markdown(summary: dict) -> str:
               f"{best['kendall_tau']:+.2f}. Training time of all trials: {trial_seconds / 3600:.1f} h of one core "
               f"each (2 at a time); this invocation's wall time {summary['trials_wall_seconds'] / 3600:.1f} h, "
               f"{summary.get('trials_reused', 0)} trials reused from earlier runs of the same settings.", "",
-              f"![fidelity curves](results/{NAME}_curves.png)", "",
-              f"![proxy against ground truth](results/{NAME}_proxy_vs_truth.png)"]
-    reading = RESULTS / f"{NAME}_reading.md"  # the hand-written reading of these numbers, kept beside them
+              f"![fidelity curves](results/{name}_curves.png)", "",
+              f"![proxy against ground truth](results/{name}_proxy_vs_truth.png)"]
+    reading = RESULTS / f"{name}_reading.md"  # the hand-written reading of these numbers, kept beside them
     if reading.exists():
         lines += ["", "## Reading", "", reading.read_text().strip()]
     return "\n".join(lines)
@@ -136,21 +137,24 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (repeatable)")
     parser.add_argument("--work", default=os.environ.get("FRUGALNAS_BENCH_WORK", "/tmp/frugalnas-bench"))
     parser.add_argument("--assemble-only", action="store_true", help="only rewrite the Markdown from the JSON")
+    parser.add_argument("--name", default=NAME, help="results stem and output folder, for a variant of the job "
+                        "(e.g. another sample) kept beside the main result")
     args = parser.parse_args()
+    name = args.name
     if args.assemble_only:
-        summary = json.loads((RESULTS / f"{NAME}.json").read_text())
+        summary = json.loads((RESULTS / f"{name}.json").read_text())
     else:
         work = Path(args.work)
-        summary = run_job(work, args.overrides)
+        summary = run_job(work, args.overrides, name)
         summary["machine"] = machine()
         summary["overrides"] = args.overrides  # what this run changed from the job as it ships
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{NAME}.json").write_text(json.dumps(summary, indent=2) + "\n")
-        out = work / NAME
-        shutil.copy(out / "fidelity_curves.png", RESULTS / f"{NAME}_curves.png")
-        shutil.copy(out / f"proxy_vs_truth_{summary['primary_score']}.png", RESULTS / f"{NAME}_proxy_vs_truth.png")
-    text = markdown(summary)
-    (RESULTS / f"{NAME}.md").write_text(text + "\n")
+        (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        out = work / name
+        shutil.copy(out / "fidelity_curves.png", RESULTS / f"{name}_curves.png")
+        shutil.copy(out / f"proxy_vs_truth_{summary['primary_score']}.png", RESULTS / f"{name}_proxy_vs_truth.png")
+    text = markdown(summary, name)
+    (RESULTS / f"{name}.md").write_text(text + "\n")
     print(text)
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# (script, results name), in the order RESULTS.md shows them
+# (script, results name[, the script's arguments]), in the order RESULTS.md shows them
 BENCHMARKS = [
     ("data_io.py", "data_io"),
     ("furthest_neighbour.py", "furthest_neighbour"),
@@ -22,6 +22,11 @@ BENCHMARKS = [
     ("searchers_nb201_settings.py", "searchers_nb201_settings"),
     ("searchers_nb201_early.py", "searchers_nb201_early"),
     ("fidelity_nb201.py", "fidelity_nb201"),
+    # the same job on another sample of 20 architectures, stream only to 50,000 images: an out-of-sample check
+    ("fidelity_nb201.py", "fidelity_nb201_sample1",
+     ["--name", "fidelity_nb201_sample1", "--set", "fidelity.sample.seed=1",
+      "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
+      "--set", "fidelity.budgets=[5000,10000,20000,50000]"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
@@ -45,7 +50,7 @@ and this page is assembled from those with `python benchmarks/run_all.py --assem
 
 def assemble() -> None:
     parts = [HEADER]
-    for script, name in BENCHMARKS:
+    for script, name, *_ in BENCHMARKS:
         md = HERE / "results" / f"{name}.md"
         if md.exists():
             parts.append(f"\n## `benchmarks/{script}`\n\n" + md.read_text().strip() + "\n")
@@ -60,9 +65,10 @@ def main() -> None:
     parser.add_argument("--assemble", action="store_true", help="only rebuild RESULTS.md")
     args = parser.parse_args()
     if not args.assemble:
-        for script, _ in BENCHMARKS:
-            print(f"== {script}", flush=True)
-            subprocess.run([sys.executable, str(HERE / script)], check=True)
+        for script, _, *arguments in BENCHMARKS:
+            arguments = arguments[0] if arguments else []
+            print(f"== {script} {' '.join(arguments)}", flush=True)
+            subprocess.run([sys.executable, str(HERE / script), *arguments], check=True)
     assemble()
 
 

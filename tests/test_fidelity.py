@@ -15,7 +15,7 @@ from frugalnas.errors import DataError
 from frugalnas.fidelity import (bootstrap_tau_interval, load_ground_truth, paired_tau_difference, rank_fidelity,
                                 stratified_sample, synflow)
 from frugalnas.fidelity.proxy import loss_scores
-from frugalnas.fidelity.report import build_summary
+from frugalnas.fidelity.report import build_summary, rank_with_prior
 from frugalnas.fidelity.truth import GroundTruth, parse_architectures
 from frugalnas.spaces import load_space
 
@@ -195,3 +195,12 @@ def test_summary_statistics_recompute_from_its_records():
     assert beats == expected
     assert summary["best"]["overall"]["kendall_tau"] == max(
         t for arm in summary["arms"].values() for s in arm["by_score"].values() for t in s["kendall_tau"] if t is not None)
+
+
+def test_rank_with_prior_averages_the_two_rankings():
+    # a score that ranks small networks first and a prior that ranks them last cancel out
+    assert rank_with_prior([0.3, 0.9, 0.5], [300, 100, 200]) == pytest.approx([2 / 3] * 3)
+    # ties share their mean rank; the result is in (0, 1], higher better
+    assert rank_with_prior([0.5, 0.5, 0.9, 0.1], [1, 2, 3, 4]) == pytest.approx([1.75 / 4, 2.25 / 4, 3.5 / 4, 2.5 / 4])
+    # ranks need every architecture: one missing score leaves them all missing
+    assert rank_with_prior([0.5, None, 0.7], [1, 2, 3]) == [None, None, None]

@@ -91,9 +91,22 @@ def test_bad_tables_and_architecture_lists_exit_2_naming_the_culprit(tmp_path, t
 
 # ----------------------------------------------------------------------------- end to end
 
+@pytest.mark.parametrize("scores, free, message", [
+    (["accuracy", "speed"], None, "unknown score 'speed'; allowed: accuracy, tse, tse_last_quarter, or one of them"),
+    (["accuracy+depth"], None, "unknown score 'accuracy+depth'"),
+    (["accuracy+synflow"], ["params"], "scores combine free baseline(s) synflow, which free_baselines (params)"),
+])
+def test_bad_scores_exit_2_naming_them(tmp_path, table, scores, free, message):
+    data = config(table, scores=scores)
+    if free is not None:
+        data["fidelity"]["free_baselines"] = free
+    result = invoke(tmp_path, data)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
 @pytest.mark.slow
 def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
-    data = config(table, checkpoints=True)
+    data = config(table, checkpoints=True, scores=["accuracy", "tse", "tse_last_quarter", "accuracy+params"])
     # the same policy and settings under another name (max_budget above every budget changes nothing but the
     # trial's key, so it really trains again): pairing must make it measure exactly what "random" measures
     data["fidelity"]["arms"]["random_twin"] = {"policy": "random", "subset_size": 60, "max_budget": 10_000}
@@ -125,11 +138,19 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
                 expected = scipy_stats.kendalltau(proxy, truth).statistic
                 assert (tau is None and np.isnan(expected)) or tau == pytest.approx(expected)
     params = [a["params"] for a in summary["architectures"]]
+    # accuracy+params: the mean of each architecture's ranks by accuracy and by parameter count, over k
+    for arm in summary["arms"]:
+        for b in range(2):
+            accuracy = [a["scores_by"]["accuracy"][arm][b] for a in summary["architectures"]]
+            ranks = (scipy_stats.rankdata(accuracy) + scipy_stats.rankdata(params)) / 2 / len(params)
+            assert [a["scores_by"]["accuracy+params"][arm][b] for a in summary["architectures"]] == \
+                pytest.approx(list(ranks))
     assert params == [SPACE.count_params(SPACE.parse(a["arch"]), 10, 1) for a in summary["architectures"]]
     assert summary["baselines"]["params"]["kendall_tau"] == pytest.approx(
         scipy_stats.kendalltau(params, truth).statistic)
     assert set(summary["baselines"]) == {"params", "flops", "synflow"}
-    for plot in ("fidelity_curves.png", "proxy_vs_truth_accuracy.png", "proxy_vs_truth_tse.png"):
+    for plot in ("fidelity_curves.png", "proxy_vs_truth_accuracy.png", "proxy_vs_truth_tse.png",
+                 "proxy_vs_truth_accuracy+params.png"):
         assert (tmp_path / "out" / plot).stat().st_size > 10_000
     # MLflow: a parent run and a nested run per trial, scores logged at step = budget
     import mlflow
@@ -143,6 +164,7 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
     history = client.get_metric_history(children[0].info.run_id, "accuracy")
     assert sorted(m.step for m in history) == [120, 240]
     assert "tau.accuracy.stream" in parents[0].data.metrics
+    assert "tau.accuracy_with_params.stream" in parents[0].data.metrics  # MLflow names take no "+"
 
 
 @pytest.mark.slow

@@ -257,7 +257,8 @@ class FidelityTrainConfig(Section):
     schedule: Literal["cosine", "onecycle"] = "onecycle"
 
 
-FidelityScore = Literal["accuracy", "tse", "tse_last_quarter"]
+MEASURED_SCORES = ("accuracy", "tse", "tse_last_quarter")
+FREE_BASELINES = ("params", "flops", "synflow")
 FreeBaseline = Literal["params", "flops", "synflow"]
 
 
@@ -276,10 +277,11 @@ class FidelityConfig(GroundTruthConfig):
     reference_arm: str = Field("stream", description="the arm the others are compared with (paired tau difference)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
                              description="initialisation and subset seeds; proxy scores are averaged over them")
-    scores: list[FidelityScore] = Field(default_factory=lambda: ["accuracy", "tse", "tse_last_quarter"], min_length=1,
-                                        description="accuracy: validation accuracy at the budget; tse: minus the "
-                                        "mean training loss over the run (Ru et al. 2021); tse_last_quarter: the "
-                                        "same over its last quarter")
+    scores: list[str] = Field(default_factory=lambda: ["accuracy", "tse", "tse_last_quarter"], min_length=1,
+                              description="accuracy: validation accuracy at the budget; tse: minus the mean training "
+                              "loss over the run (Ru et al. 2021); tse_last_quarter: the same over its last quarter; "
+                              "SCORE+BASELINE (e.g. accuracy+params): the mean of an architecture's rank by the score "
+                              "and by a free baseline listed in free_baselines")
     free_baselines: list[FreeBaseline] = Field(default_factory=lambda: ["params", "flops", "synflow"])
     eval_split: str = Field("val", description="held-out split the accuracy score is measured on")
     eval_images: Optional[int] = Field(None, ge=10, description="score on a seeded class-balanced sample of the "
@@ -308,6 +310,24 @@ class FidelityConfig(GroundTruthConfig):
         if len(set(values)) != len(values):
             raise ValueError(f"entries must not repeat, got {values}")
         return values
+
+    @field_validator("scores")
+    @classmethod
+    def _known_scores(cls, scores: list[str]) -> list[str]:
+        for score in scores:
+            measured, _, prior = score.partition("+")
+            if measured not in MEASURED_SCORES or (prior and prior not in FREE_BASELINES):
+                raise ValueError(f"unknown score {score!r}; allowed: {', '.join(MEASURED_SCORES)}, or one of them "
+                                 f"+ a free baseline ({', '.join(FREE_BASELINES)}), e.g. accuracy+params")
+        return scores
+
+    @model_validator(mode="after")
+    def _priors_are_computed(self) -> "FidelityConfig":
+        missing = sorted({s.partition("+")[2] for s in self.scores} - {""} - set(self.free_baselines))
+        if missing:
+            raise ValueError(f"scores combine free baseline(s) {', '.join(missing)}, which free_baselines "
+                             f"({', '.join(self.free_baselines) or 'none'}) does not compute")
+        return self
 
 
 class ExperimentConfig(Section):

@@ -25,6 +25,21 @@ def mean_over_seeds(values: Sequence[float | None]) -> float | None:
     return float(np.mean(values))
 
 
+def rank_with_prior(values: Sequence[float | None], prior: Sequence[float]) -> list[float | None]:
+    """Each architecture's mean rank by a measured score and by a free prior (parameter count, say),
+    over the number of architectures: in (0, 1], higher is better, ties averaged.
+
+    Short training favours networks that learn fast, which in NAS spaces are often the small ones, while
+    a free prior like parameter count ranks the other way; each corrects the other's bias. Ranks need
+    every architecture, so a missing score leaves all of them None."""
+    from scipy.stats import rankdata
+
+    if any(v is None for v in values):
+        return [None] * len(values)
+    combined = (rankdata(np.asarray(values, dtype=float)) + rankdata(np.asarray(prior, dtype=float))) / 2
+    return [float(v) / len(values) for v in combined]
+
+
 def _stats_at(proxy: Sequence[float | None], truth: Sequence[float], *, draws: int, seed: int) -> dict:
     if any(p is None for p in proxy):
         return {**{k: None for k in STAT_KEYS}, "tau_ci": None}

@@ -28,7 +28,7 @@ from frugalnas.data.store import open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.errors import ConfigError, DataError, FrugalError
 from frugalnas.fidelity.proxy import ProxyRun
-from frugalnas.fidelity.report import SCORES, build_summary, mean_over_seeds
+from frugalnas.fidelity.report import SCORES, build_summary, mean_over_seeds, rank_with_prior
 from frugalnas.fidelity.truth import load_ground_truth, parse_architectures, stratified_sample
 from frugalnas.fidelity.zero_cost import synflow
 from frugalnas.selection.base import balanced_subset
@@ -441,8 +441,16 @@ def summarise(config: ExperimentConfig, archs, truth, free, measured: list, one_
     measured = by_trial
     per_budget = lambda i, arm, key: [  # noqa: E731  mean over seeds of one score, per budget
         mean_over_seeds([measured.get((i, arm, s), {}).get(b, {}).get(key) for s in seeds]) for b in budgets]
-    scores = {score: {arm: [per_budget(i, arm, score) for i in range(len(archs))] for arm in arms}
-              for score in settings.scores}
+    scores = {}
+    for score in settings.scores:
+        measured_score, _, prior = score.partition("+")
+        values = {arm: [per_budget(i, arm, measured_score) for i in range(len(archs))] for arm in arms}
+        if prior:  # SCORE+BASELINE: ranks among the sampled architectures, at each arm and budget
+            for arm in arms:
+                columns = [rank_with_prior([values[arm][i][b] for i in range(len(archs))], free[prior])
+                           for b in range(len(budgets))]
+                values[arm] = [[columns[b][i] for b in range(len(budgets))] for i in range(len(archs))]
+        scores[score] = values
     images = {arm: [_mean([measured.get((i, arm, s), {}).get(b, {}).get("images_processed")
                            for i in range(len(archs)) for s in seeds]) for b in budgets] for arm in arms}
     seconds = {arm: [_mean([measured.get((i, arm, s), {}).get(b, {}).get("seconds")
@@ -480,7 +488,8 @@ def write_outputs(summary: dict, out: Path, tracker, log: Log) -> None:
             for score, stats in entry["by_score"].items():
                 for budget, tau in zip(summary["budgets"], stats["kendall_tau"]):
                     if tau is not None:
-                        tracker.log_metrics(parent, {f"tau.{score}.{arm}": tau}, step=budget)
+                        # MLflow metric names take no "+": accuracy+params is logged as accuracy_with_params
+                        tracker.log_metrics(parent, {f"tau.{score.replace('+', '_with_')}.{arm}": tau}, step=budget)
         for name, baseline in summary["baselines"].items():
             if baseline["kendall_tau"] is not None:
                 tracker.log_metrics(parent, {f"tau.free.{name}": baseline["kendall_tau"]})

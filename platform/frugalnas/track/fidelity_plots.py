@@ -19,6 +19,12 @@ SCORE_TITLES = {"accuracy": "validation accuracy at the budget", "tse": "trainin
 BASELINE_STYLES = {"params": ("black", "--"), "flops": ("dimgray", ":"), "synflow": ("tab:brown", "-.")}
 
 
+def score_title(score: str) -> str:
+    measured, _, prior = score.partition("+")
+    title = SCORE_TITLES.get(measured, measured)
+    return f"{title}, ranked with {prior}" if prior else title
+
+
 def _values(sequence):
     return np.array([np.nan if v is None else v for v in sequence], dtype=float)
 
@@ -49,7 +55,7 @@ def fidelity_curves(summary: dict, title: str = ""):
         axis.set_xticklabels([f"{b / 1000:g}k" if b >= 1000 else str(int(b)) for b in budgets])
         axis.set_xticks([], minor=True)  # the log axis's own minor labels (3x10^3, ...) crowd the budgets
         axis.set_xlabel("training images per architecture")
-        axis.set_title(SCORE_TITLES.get(score, score), fontsize=10)
+        axis.set_title(score_title(score), fontsize=10)
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("Kendall tau against ground truth")
     axes[0][-1].legend(fontsize=7, loc="lower right")
@@ -81,6 +87,6 @@ def proxy_vs_truth(summary: dict, score: str | None = None, title: str = ""):
                 axis.set_xlabel("ground truth", fontsize=7)
             if col == 0:
                 axis.set_ylabel(score, fontsize=7)
-    figure.suptitle(title or f"{SCORE_TITLES.get(score, score)} against ground truth, per arm and budget", fontsize=10)
+    figure.suptitle(title or f"{score_title(score)} against ground truth, per arm and budget", fontsize=10)
     figure.tight_layout()
     return figure
