@@ -51,11 +51,11 @@ def fmt(value, digits=2, signed=True):
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def markdown(summary: dict, name: str = NAME) -> str:
+def markdown(summary: dict, stem: str = NAME) -> str:
     budgets = summary["budgets"]
     heads = " | ".join(f"{b / 1000:g}k" for b in budgets)
     rule = "|".join(["---"] + ["---:"] * len(budgets))
-    variant = f", `{name}`" if name != NAME else ""
+    variant = f", `{stem}`" if stem != NAME else ""
     lines = [f"# Ranking fidelity on NAS-Bench-201 (CIFAR-10, {summary['k']} architectures{variant})", ""]
     m = summary.get("machine", {})
     space = summary["space_settings"]["network"]
@@ -124,9 +124,9 @@ def markdown(summary: dict, name: str = NAME) -> str:
               f"{best['kendall_tau']:+.2f}. Training time of all trials: {trial_seconds / 3600:.1f} h of one core "
               f"each (2 at a time); this invocation's wall time {summary['trials_wall_seconds'] / 3600:.1f} h, "
               f"{summary.get('trials_reused', 0)} trials reused from earlier runs of the same settings.", "",
-              f"![fidelity curves](results/{name}_curves.png)", "",
-              f"![proxy against ground truth](results/{name}_proxy_vs_truth.png)"]
-    reading = RESULTS / f"{name}_reading.md"  # the hand-written reading of these numbers, kept beside them
+              f"![fidelity curves](results/{stem}_curves.png)", "",
+              f"![proxy against ground truth](results/{stem}_proxy_vs_truth.png)"]
+    reading = RESULTS / f"{stem}_reading.md"  # the hand-written reading of these numbers, kept beside them
     if reading.exists():
         lines += ["", "## Reading", "", reading.read_text().strip()]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from frugalnas.errors import DataError
 from frugalnas.fidelity import (bootstrap_tau_interval, load_ground_truth, paired_tau_difference, rank_fidelity,
                                 stratified_sample, synflow)
 from frugalnas.fidelity.proxy import loss_scores
+from frugalnas.fidelity import report as report_module
 from frugalnas.fidelity.report import build_summary, rank_with_prior
 from frugalnas.fidelity.truth import GroundTruth, parse_architectures
 from frugalnas.spaces import load_space
@@ -193,6 +194,10 @@ def test_summary_statistics_recompute_from_its_records():
     taus = stream_stats["kendall_tau"]
     expected = next((budgets[b] for b in range(3) if all(t > params_tau for t in taus[b:])), None)
     assert beats == expected
+    # an arm not measured at the largest budget (max_budget) is judged on the budgets it was measured at
+    assert report_module._first_budget_beating([0.1, 0.6, None], 0.5, budgets) == 200
+    assert report_module._first_budget_beating([0.6, 0.4, None], 0.5, budgets) is None
+    assert report_module._first_budget_beating([None, None, None], 0.5, budgets) is None
     assert summary["best"]["overall"]["kendall_tau"] == max(
         t for arm in summary["arms"].values() for s in arm["by_score"].values() for t in s["kendall_tau"] if t is not None)
 

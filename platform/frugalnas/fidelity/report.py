@@ -97,12 +97,13 @@ def build_summary(*, architectures: Sequence[str], truth: Sequence[float], free:
 
 
 def _first_budget_beating(taus: Sequence[float | None], baseline: float | None, budgets: Sequence[int]) -> int | None:
-    """The smallest budget from which on the score's tau is above the baseline's at every budget."""
+    """The smallest budget from which on the score's tau is above the baseline's at every budget it was
+    measured at (an arm stopped early by ``max_budget`` has no tau at the larger budgets)."""
     if baseline is None:
         return None
     for b in range(len(budgets)):
-        rest = taus[b:]
-        if rest and all(t is not None and t > baseline for t in rest):
+        rest = [t for t in taus[b:] if t is not None]
+        if taus[b] is not None and all(t > baseline for t in rest):
             return budgets[b]
     return None
 
