@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -258,8 +258,8 @@ class FidelityTrainConfig(Section):
 
 
 MEASURED_SCORES = ("accuracy", "tse", "tse_last_quarter")
-FREE_BASELINES = ("params", "flops", "synflow")
 FreeBaseline = Literal["params", "flops", "synflow"]
+FREE_BASELINES = get_args(FreeBaseline)
 
 
 class FidelityConfig(GroundTruthConfig):
