@@ -3,6 +3,7 @@ checkpoint round trips, constraints, multi-objective fronts, bad input."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -181,6 +182,19 @@ def test_state_dict_round_trip_continues_identically(space, landscape, name):
     other = make_strategy(name, space, **{**params, "seed": 6})
     with pytest.raises(ValueError, match="saved with seed=5"):
         other.load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pickled_strategy_continues_identically(space, landscape, name):
+    # Ray Tune pickles the search algorithm with the Tuner (Optuna 5.1's NSGA-II sampler holds a lock)
+    reference = make_strategy(name, space, seed=5, **FAST.get(name, {}))
+    drive(reference, landscape, 10, batch=2)
+    pending = [reference.ask(), reference.ask()]
+    copy = pickle.loads(pickle.dumps(reference))
+    for strategy in (reference, copy):
+        for arch in pending:
+            strategy.tell(arch, evaluate(landscape, arch))
+    assert drive(copy, landscape, 12, batch=2) == drive(reference, landscape, 12, batch=2)
 
 
 def test_same_seed_same_proposals_different_seed_different(space, landscape):

@@ -15,7 +15,8 @@ Checkpointing: the state holds the log of every ask and tell in order; restoring
 a fresh study with the same seeded sampler. That re-creates the sampler's random state and the
 study exactly (checked: each replayed ask must suggest what the log says), stays plain JSON, and
 does not depend on pickling Optuna's objects (which may change between Optuna versions). The
-cost is one ``ask`` per logged trial when loading, milliseconds each.
+cost is one ``ask`` per logged trial when loading, milliseconds each. Pickling (Ray Tune pickles
+the search algorithm) goes the same way.
 """
 from __future__ import annotations
 
@@ -115,8 +116,15 @@ class OptunaStrategy(Strategy):
                 "open": [[str(arch), list(numbers)] for arch, numbers in self._open.items()]}
 
     def _load_strategy_state(self, state: dict) -> None:
+        self._replay(state["log"])
+        self._log = [list(event) for event in state["log"]]
+        self._open = {self.space.parse(text): list(numbers) for text, numbers in state["open"]}
+        self._trial = None
+
+    def _replay(self, log: list[list[Any]]) -> None:
+        """A fresh study with the seeded sampler, brought to where ``log`` left it."""
         self.study = self._new_study()
-        for event in state["log"]:
+        for event in log:
             if event[0] == "ask":
                 _, choices = self._ask_trial()
                 if choices != list(event[1]):
@@ -128,9 +136,22 @@ class OptunaStrategy(Strategy):
                 self.study.tell(event[1], state=self._optuna.trial.TrialState.FAIL)
             else:
                 self.study.tell(event[1], list(event[2]))
-        self._log = [list(event) for event in state["log"]]
-        self._open = {self.space.parse(text): list(numbers) for text, numbers in state["open"]}
-        self._trial = None
+
+    # Ray Tune pickles the search algorithm with the Tuner. Optuna's own objects are not always
+    # picklable (Optuna 5.1's NSGA-II sampler holds a thread lock), so a pickle carries the log and
+    # unpickling replays it, as a restored checkpoint does.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key in ("study", "_optuna", "_trial"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import optuna
+
+        self.__dict__.update(state)
+        self._optuna, self._trial = optuna, None
+        self._replay(self._log)
 
 
 @STRATEGIES.register("optuna-tpe")
