@@ -16,7 +16,7 @@ from frugalnas.fidelity import (bootstrap_tau_interval, load_ground_truth, paire
                                 stratified_sample, synflow)
 from frugalnas.fidelity.proxy import loss_scores
 from frugalnas.fidelity import report as report_module
-from frugalnas.fidelity.report import build_summary, rank_with_prior
+from frugalnas.fidelity.report import build_summary, learning_curve_scores, rank_with_prior
 from frugalnas.fidelity.truth import GroundTruth, parse_architectures
 from frugalnas.spaces import load_space
 
@@ -209,3 +209,12 @@ def test_rank_with_prior_averages_the_two_rankings():
     assert rank_with_prior([0.5, 0.5, 0.9, 0.1], [1, 2, 3, 4]) == pytest.approx([1.75 / 4, 2.25 / 4, 3.5 / 4, 2.5 / 4])
     # ranks need every architecture: one missing score leaves them all missing
     assert rank_with_prior([0.5, None, 0.7], [1, 2, 3]) == [None, None, None]
+
+
+def test_accuracy_gain_is_measured_from_the_runs_first_budget():
+    records = [{"budget": 200, "accuracy": 0.5}, {"budget": 100, "accuracy": 0.2}, {"budget": 400, "accuracy": 0.45}]
+    scored = learning_curve_scores(records)
+    assert [r["budget"] for r in scored] == [100, 200, 400]
+    assert [r["accuracy_gain"] for r in scored] == [None, pytest.approx(0.3), pytest.approx(0.25)]
+    assert "accuracy_gain" not in records[0]  # the trial's own records are left alone
+    assert learning_curve_scores([]) == []

@@ -92,7 +92,9 @@ def test_bad_tables_and_architecture_lists_exit_2_naming_the_culprit(tmp_path, t
 # ----------------------------------------------------------------------------- end to end
 
 @pytest.mark.parametrize("scores, free, message", [
-    (["accuracy", "speed"], None, "unknown score 'speed'; allowed: accuracy, tse, tse_last_quarter, or one of them"),
+    (["accuracy", "speed"], None,
+     "unknown score 'speed'; allowed: accuracy, tse, tse_last_quarter, accuracy_gain, or one of them"),
+    (["accuracy_gain+params"], None, "score accuracy_gain is the gain along one run: it needs checkpoints: true"),
     (["accuracy+depth"], None, "unknown score 'accuracy+depth'"),
     (["accuracy+synflow"], ["params"], "scores combine free baseline(s) synflow, which free_baselines (params)"),
 ])
@@ -106,7 +108,8 @@ def test_bad_scores_exit_2_naming_them(tmp_path, table, scores, free, message):
 
 @pytest.mark.slow
 def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
-    data = config(table, checkpoints=True, scores=["accuracy", "tse", "tse_last_quarter", "accuracy+params"])
+    data = config(table, checkpoints=True,
+                  scores=["accuracy", "tse", "tse_last_quarter", "accuracy+params", "accuracy_gain"])
     # the same policy and settings under another name (max_budget above every budget changes nothing but the
     # trial's key, so it really trains again): pairing must make it measure exactly what "random" measures
     data["fidelity"]["arms"]["random_twin"] = {"policy": "random", "subset_size": 60, "max_budget": 10_000}
@@ -145,6 +148,12 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
             ranks = (scipy_stats.rankdata(accuracy) + scipy_stats.rankdata(params)) / 2 / len(params)
             assert [a["scores_by"]["accuracy+params"][arm][b] for a in summary["architectures"]] == \
                 pytest.approx(list(ranks))
+    # accuracy_gain: what the run gained after its first budget; none at the first budget
+    for record in summary["architectures"]:
+        for arm, gains in record["scores_by"]["accuracy_gain"].items():
+            accuracy = record["scores_by"]["accuracy"][arm]
+            assert gains[0] is None and gains[1] == pytest.approx(accuracy[1] - accuracy[0])
+    assert summary["arms"]["stream"]["by_score"]["accuracy_gain"]["kendall_tau"][0] is None
     assert params == [SPACE.count_params(SPACE.parse(a["arch"]), 10, 1) for a in summary["architectures"]]
     assert summary["baselines"]["params"]["kendall_tau"] == pytest.approx(
         scipy_stats.kendalltau(params, truth).statistic)

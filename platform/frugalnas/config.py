@@ -257,7 +257,7 @@ class FidelityTrainConfig(Section):
     schedule: Literal["cosine", "onecycle"] = "onecycle"
 
 
-MEASURED_SCORES = ("accuracy", "tse", "tse_last_quarter")
+MEASURED_SCORES = ("accuracy", "tse", "tse_last_quarter", "accuracy_gain")  # fidelity.report.SCORES + CURVE_SCORES
 FreeBaseline = Literal["params", "flops", "synflow"]
 FREE_BASELINES = get_args(FreeBaseline)
 
@@ -280,6 +280,7 @@ class FidelityConfig(GroundTruthConfig):
     scores: list[str] = Field(default_factory=lambda: ["accuracy", "tse", "tse_last_quarter"], min_length=1,
                               description="accuracy: validation accuracy at the budget; tse: minus the mean training "
                               "loss over the run (Ru et al. 2021); tse_last_quarter: the same over its last quarter; "
+                              "accuracy_gain: the accuracy gained since the first budget (needs checkpoints); "
                               "SCORE+BASELINE (e.g. accuracy+params): the mean of an architecture's rank by the score "
                               "and by a free baseline listed in free_baselines")
     free_baselines: list[FreeBaseline] = Field(default_factory=lambda: ["params", "flops", "synflow"])
@@ -320,6 +321,15 @@ class FidelityConfig(GroundTruthConfig):
                 raise ValueError(f"unknown score {score!r}; allowed: {', '.join(MEASURED_SCORES)}, or one of them "
                                  f"+ a free baseline ({', '.join(FREE_BASELINES)}), e.g. accuracy+params")
         return scores
+
+    @model_validator(mode="after")
+    def _gain_along_one_run(self) -> "FidelityConfig":
+        if not self.checkpoints and any(s.partition("+")[0] == "accuracy_gain" for s in self.scores):
+            raise ValueError("score accuracy_gain is the gain along one run: it needs checkpoints: true "
+                             "(without, every budget is a separate run)")
+        if len(self.budgets) < 2 and any(s.partition("+")[0] == "accuracy_gain" for s in self.scores):
+            raise ValueError("score accuracy_gain is measured from the first budget on: it needs two budgets or more")
+        return self
 
     @model_validator(mode="after")
     def _priors_are_computed(self) -> "FidelityConfig":

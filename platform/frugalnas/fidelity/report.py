@@ -13,8 +13,10 @@ import numpy as np
 
 from frugalnas.fidelity.stats import bootstrap_tau_interval, paired_tau_difference, rank_fidelity
 
-#: Proxy scores recorded for every trained proxy (higher = better ranked).
+#: Proxy scores recorded for every trained proxy at each budget (higher = better ranked).
 SCORES = ("accuracy", "tse", "tse_last_quarter")
+#: Scores computed from a trial's records along its run (see :func:`learning_curve_scores`).
+CURVE_SCORES = ("accuracy_gain",)
 STAT_KEYS = ("kendall_tau", "spearman", "top5_overlap", "regret_at_1")
 
 
@@ -23,6 +25,20 @@ def mean_over_seeds(values: Sequence[float | None]) -> float | None:
     if not values or any(v is None or not math.isfinite(v) for v in values):
         return None
     return float(np.mean(values))
+
+
+def learning_curve_scores(records: Sequence[Mapping]) -> list[dict]:
+    """The records of one run (ascending budgets) with ``accuracy_gain`` added: the accuracy at each
+    budget minus the accuracy at the run's first budget (None there).
+
+    A learning-curve score (Baker et al. 2018 predict final accuracy from such differences): early
+    accuracy mostly says how fast a network starts, which in NAS spaces favours the small, shallow
+    ones; what it gains after that favours the ones that are still improving. Only meaningful along
+    one run (``checkpoints``), where every budget continues the same training."""
+    records = sorted(records, key=lambda r: r["budget"])
+    first = records[0]["accuracy"] if records else None
+    return [{**r, "accuracy_gain": None if i == 0 or first is None or r.get("accuracy") is None
+             else float(r["accuracy"]) - float(first)} for i, r in enumerate(records)]
 
 
 def rank_with_prior(values: Sequence[float | None], prior: Sequence[float]) -> list[float | None]:

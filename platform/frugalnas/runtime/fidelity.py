@@ -28,7 +28,7 @@ from frugalnas.data.store import open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.errors import ConfigError, DataError, FrugalError
 from frugalnas.fidelity.proxy import ProxyRun
-from frugalnas.fidelity.report import SCORES, build_summary, mean_over_seeds, rank_with_prior
+from frugalnas.fidelity.report import SCORES, build_summary, learning_curve_scores, mean_over_seeds, rank_with_prior
 from frugalnas.fidelity.truth import load_ground_truth, parse_architectures, stratified_sample
 from frugalnas.fidelity.zero_cost import synflow
 from frugalnas.selection.base import balanced_subset
@@ -435,7 +435,8 @@ def summarise(config: ExperimentConfig, archs, truth, free, measured: list, one_
     by_trial: dict[tuple[int, str, int], dict[int, dict]] = {}
     failed = []
     for trial, records, error in measured:
-        by_trial[(index[trial["arch"]], trial["arm"], trial["seed"])] = {r["budget"]: r for r in records}
+        by_trial[(index[trial["arch"]], trial["arm"], trial["seed"])] = {
+            r["budget"]: r for r in learning_curve_scores(records)}
         if error is not None:
             failed.append({**trial, "error": error, "budgets_done": [r["budget"] for r in records]})
     measured = by_trial
