@@ -21,12 +21,26 @@ BENCHMARKS = [
     ("searchers_nb201.py", "searchers_nb201"),
     ("searchers_nb201_settings.py", "searchers_nb201_settings"),
     ("searchers_nb201_early.py", "searchers_nb201_early"),
-    ("fidelity_nb201.py", "fidelity_nb201"),
+    # the committed run: every subset arm stopped at 10,000 images to fit 2 cores, plus dds-adaptive
+    ("fidelity_nb201.py", "fidelity_nb201",
+     ["--set", "fidelity.arms={stream: {policy: stream, subset_size: null}, "
+      "random: {policy: random, subset_size: 5000, max_budget: 10000}, "
+      "entropy: {policy: entropy, subset_size: 5000, max_budget: 10000}, "
+      "dynamic-random: {policy: dynamic-random, subset_size: 1000, warmup_epochs: 5, max_budget: 10000}, "
+      "dds: {policy: dds, subset_size: 1000, warmup_epochs: 5, max_budget: 10000}, "
+      "dds-adaptive: {policy: dds, subset_size: 1000, warmup_epochs: 2, easy_quantile: 0.5, mastery: 0.25, "
+      "max_budget: 10000}}"]),
     # the same job on another sample of 20 architectures, stream only to 50,000 images: an out-of-sample check
     ("fidelity_nb201.py", "fidelity_nb201_sample1",
      ["--name", "fidelity_nb201_sample1", "--set", "fidelity.sample.seed=1",
       "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
       "--set", "fidelity.budgets=[5000,10000,20000,50000]"]),
+    # the confirmation of accuracy_gain(+params), found on the two samples above: 40 fresh architectures,
+    # stream only, a schedule over 60,000 images (the goal's budget)
+    ("fidelity_nb201.py", "fidelity_nb201_60k",
+     ["--name", "fidelity_nb201_60k", "--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40",
+      "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
+      "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),

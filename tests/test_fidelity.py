@@ -218,3 +218,11 @@ def test_accuracy_gain_is_measured_from_the_runs_first_budget():
     assert [r["accuracy_gain"] for r in scored] == [None, pytest.approx(0.3), pytest.approx(0.25)]
     assert "accuracy_gain" not in records[0]  # the trial's own records are left alone
     assert learning_curve_scores([]) == []
+
+
+def test_config_accepts_exactly_the_scores_the_report_computes():
+    # config.py stays free of the domain modules (and torch), so it keeps its own copy of the names
+    from frugalnas.config import MEASURED_SCORES
+    from frugalnas.fidelity.report import CURVE_SCORES, SCORES
+
+    assert MEASURED_SCORES == SCORES + CURVE_SCORES

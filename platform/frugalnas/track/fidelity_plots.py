@@ -15,7 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 SCORE_TITLES = {"accuracy": "validation accuracy at the budget", "tse": "training speed (minus mean training loss)",
-                "tse_last_quarter": "training speed, last quarter of the budget"}
+                "tse_last_quarter": "training speed, last quarter of the budget",
+                "accuracy_gain": "accuracy gained since the first budget"}
+PANELS_PER_ROW = 4  # more side by side are too narrow to read
 BASELINE_STYLES = {"params": ("black", "--"), "flops": ("dimgray", ":"), "synflow": ("tab:brown", "-.")}
 
 
@@ -32,9 +34,13 @@ def _values(sequence):
 def fidelity_curves(summary: dict, title: str = ""):
     budgets = np.array(summary["budgets"], dtype=float)
     scores = summary["scores"]
-    figure, axes = plt.subplots(1, len(scores), figsize=(5.2 * len(scores), 4.2), sharey=True, squeeze=False)
+    columns = min(len(scores), PANELS_PER_ROW)
+    rows = -(-len(scores) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), sharey=True, squeeze=False)
+    for axis in axes.flat[len(scores):]:
+        axis.set_visible(False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for axis, score in zip(axes[0], scores):
+    for axis, score in zip(axes.flat, scores):
         for index, (arm, entry) in enumerate(summary["arms"].items()):
             stats = entry["by_score"][score]
             tau = _values(stats["kendall_tau"])
@@ -57,8 +63,9 @@ def fidelity_curves(summary: dict, title: str = ""):
         axis.set_xlabel("training images per architecture")
         axis.set_title(score_title(score), fontsize=10)
         axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("Kendall tau against ground truth")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    for row in axes:
+        row[0].set_ylabel("Kendall tau against ground truth")
+    axes.flat[len(scores) - 1].legend(fontsize=7, loc="lower right")
     n = len(summary["architectures"])
     figure.suptitle(title or f"Ranking fidelity of {n} architectures (bands: 95% bootstrap intervals)", fontsize=11)
     figure.tight_layout()
