@@ -51,6 +51,19 @@ def fmt(value, digits=2, signed=True):
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def interval_table(title: str, intervals: dict, budgets: list[int]) -> list[str]:
+    """Markdown lines: a row of 95% intervals per arm, one column per budget (nothing if no arm has any)."""
+    intervals = {arm: cis for arm, cis in intervals.items() if cis}
+    if not intervals:
+        return []
+    lines = [title, "", "| arm | " + " | ".join(f"{b / 1000:g}k" for b in budgets) + " |",
+             "|" + "|".join(["---"] + ["---:"] * len(budgets)) + "|"]
+    for arm, cis in intervals.items():
+        lines.append(f"| {arm} | " + " | ".join("-" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+                                                for ci in cis) + " |")
+    return lines + [""]
+
+
 def markdown(summary: dict, stem: str = NAME) -> str:
     budgets = summary["budgets"]
     heads = " | ".join(f"{b / 1000:g}k" for b in budgets)
@@ -86,15 +99,15 @@ def markdown(summary: dict, stem: str = NAME) -> str:
             beats = entry["beats"].get("params", {}).get(score)
             lines.append(f"| {arm} | {cells} | {'never' if beats is None else f'{beats:,}'} |")
         lines.append("")
-        lines += [f"Paired bootstrap 95% interval of tau({score}, arm) - tau({score}, {summary['reference_arm']}):",
-                  "", f"| arm | {heads} |", f"|{rule}|"]
-        for arm, entry in summary["arms"].items():
-            if arm == summary["reference_arm"]:
-                continue
-            cis = entry["by_score"][score]["tau_minus_reference_ci"]
-            lines.append(f"| {arm} | " + " | ".join("-" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
-                                                    for ci in cis) + " |")
-        lines.append("")
+        reference = summary["reference_arm"]
+        lines += interval_table(f"Paired bootstrap 95% interval of tau({score}, arm) - tau({score}, {reference}):",
+                                {arm: entry["by_score"][score]["tau_minus_reference_ci"]
+                                 for arm, entry in summary["arms"].items() if arm != reference}, budgets)
+        # summaries written before this interval existed have none
+        lines += interval_table(f"Paired bootstrap 95% interval of tau({score}, arm) - tau(params), the free "
+                                "baseline (above zero: beats it beyond the sampling noise of the architectures):",
+                                {arm: entry["by_score"][score].get("tau_minus_baseline_ci", {}).get("params")
+                                 for arm, entry in summary["arms"].items()}, budgets)
     lines += ["## Free baselines (no training) and the other statistics", "",
               "| baseline | Kendall tau [95%] | Spearman | top-5 overlap | regret@1 |", "|---|---:|---:|---:|---:|"]
     for name, b in summary["baselines"].items():

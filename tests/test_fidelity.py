@@ -194,6 +194,12 @@ def test_summary_statistics_recompute_from_its_records():
     taus = stream_stats["kendall_tau"]
     expected = next((budgets[b] for b in range(3) if all(t > params_tau for t in taus[b:])), None)
     assert beats == expected
+    # beating a free baseline beyond the noise: a paired interval per score, arm and budget
+    params = [a["params"] for a in summary["architectures"]]
+    against_params = stream_stats["by_score"]["accuracy"]["tau_minus_baseline_ci"]["params"]
+    assert against_params[2] == pytest.approx(paired_tau_difference([row[2] for row in stream], params, truth, draws=300))
+    assert against_params[2][0] <= taus[2] - params_tau <= against_params[2][1]
+    assert summary["arms"]["random"]["by_score"]["accuracy"]["tau_minus_baseline_ci"]["params"][2] is None
     # an arm not measured at the largest budget (max_budget) is judged on the budgets it was measured at
     assert report_module._first_budget_beating([0.1, 0.6, None], 0.5, budgets) == 200
     assert report_module._first_budget_beating([0.6, 0.4, None], 0.5, budgets) is None

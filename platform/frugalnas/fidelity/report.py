@@ -101,6 +101,13 @@ def build_summary(*, architectures: Sequence[str], truth: Sequence[float], free:
         entry["beats"] = {name: {score: _first_budget_beating(entry["by_score"][score]["kendall_tau"],
                                                               baselines[name]["kendall_tau"], budgets)
                                  for score in scores} for name in baselines}
+        for score, per_arm in scores.items():  # does a score beat a free baseline beyond the sampling noise?
+            entry["by_score"][score]["tau_minus_baseline_ci"] = {
+                name: [None if any(per_arm[arm][i][b] is None for i in range(len(truth))) else
+                       paired_tau_difference([per_arm[arm][i][b] for i in range(len(truth))], list(values), truth,
+                                             draws=draws, seed=seed)
+                       for b in range(len(budgets))]
+                for name, values in free.items()}
     best = _best_arm_score(arms, budgets)
     records = []
     for i, arch in enumerate(architectures):
