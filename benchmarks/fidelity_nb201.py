@@ -152,8 +152,15 @@ def main() -> None:
     parser.add_argument("--assemble-only", action="store_true", help="only rewrite the Markdown from the JSON")
     parser.add_argument("--name", default=NAME, help="results stem and output folder, for a variant of the job "
                         "(e.g. another sample) kept beside the main result")
+    parser.add_argument("--reuse-trials-of", metavar="NAME", help="first copy the finished trials of the variant NAME "
+                        "(those of the same settings are then not trained again, e.g. a run with a seed added)")
     args = parser.parse_args()
     name = args.name
+    if args.reuse_trials_of and not args.assemble_only:
+        source = Path(args.work) / args.reuse_trials_of / "trials"
+        if not source.is_dir():
+            raise SystemExit(f"--reuse-trials-of {args.reuse_trials_of}: no finished trials in {source}")
+        shutil.copytree(source, Path(args.work) / name / "trials", dirs_exist_ok=True)
     if args.assemble_only:
         summary = json.loads((RESULTS / f"{name}.json").read_text())
     else:

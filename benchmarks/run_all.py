@@ -41,6 +41,12 @@ BENCHMARKS = [
      ["--name", "fidelity_nb201_60k", "--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40",
       "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
       "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]"]),
+    # the same 40 with a second seed (seed 0's trials are those of the run above)
+    ("fidelity_nb201.py", "fidelity_nb201_60k_2seeds",
+     ["--name", "fidelity_nb201_60k_2seeds", "--reuse-trials-of", "fidelity_nb201_60k",
+      "--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40",
+      "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
+      "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]", "--set", "fidelity.seeds=[0,1]"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
