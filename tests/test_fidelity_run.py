@@ -106,6 +106,11 @@ def test_bad_scores_exit_2_naming_them(tmp_path, table, scores, free, message):
     assert result.exit_code == 2 and message in result.output, result.output
 
 
+def test_accuracy_gain_needs_two_budgets(tmp_path, table):
+    result = invoke(tmp_path, config(table, checkpoints=True, budgets=[120], scores=["accuracy", "accuracy_gain"]))
+    assert result.exit_code == 2 and "accuracy_gain is measured from the first budget on" in result.output
+
+
 @pytest.mark.slow
 def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
     data = config(table, checkpoints=True,
