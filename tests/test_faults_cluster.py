@@ -66,7 +66,10 @@ def reports(out: Path) -> list[dict]:
         result = Path(params).with_name("result.json")
         if not result.exists():
             continue
-        candidate = json.loads(Path(params).read_text())["suggestion"]
+        try:
+            candidate = json.loads(Path(params).read_text())["suggestion"]
+        except ValueError:  # Tune is writing it (seen in CI: an empty file); complete at the next poll
+            continue
         for line in result.read_text().splitlines():
             try:
                 report = json.loads(line)
