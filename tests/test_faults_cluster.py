@@ -28,7 +28,7 @@ import yaml
 
 from ray_cluster_support import REPO, RayCluster, descendants, kill_process_group, ray_cluster, wait_for_job
 
-BUDGET, EPOCHS = 6, 5
+BUDGET, EPOCHS = 6, 20  # candidates long enough that the kill lands mid-run (5 epochs raced it on 2 cores)
 CONFIG = {
     "name": "lost-node",
     "seed": 0,
