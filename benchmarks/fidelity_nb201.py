@@ -156,15 +156,15 @@ def main() -> None:
                         "(those of the same settings are then not trained again, e.g. a run with a seed added)")
     args = parser.parse_args()
     name = args.name
-    if args.reuse_trials_of and not args.assemble_only:
-        source = Path(args.work) / args.reuse_trials_of / "trials"
-        if not source.is_dir():
-            raise SystemExit(f"--reuse-trials-of {args.reuse_trials_of}: no finished trials in {source}")
-        shutil.copytree(source, Path(args.work) / name / "trials", dirs_exist_ok=True)
     if args.assemble_only:
         summary = json.loads((RESULTS / f"{name}.json").read_text())
     else:
         work = Path(args.work)
+        if args.reuse_trials_of:
+            source = work / args.reuse_trials_of / "trials"
+            if not source.is_dir():
+                raise SystemExit(f"--reuse-trials-of {args.reuse_trials_of}: no finished trials in {source}")
+            shutil.copytree(source, work / name / "trials", dirs_exist_ok=True)
         summary = run_job(work, args.overrides, name)
         summary["machine"] = machine()
         summary["overrides"] = args.overrides  # what this run changed from the job as it ships
