@@ -76,11 +76,13 @@ def build_summary(*, architectures: Sequence[str], truth: Sequence[float], free:
     """
     truth = list(map(float, truth))
     arm_names = list(next(iter(scores.values())).keys())
+    baselines = {name: _stats_at(list(values), truth, draws=draws, seed=seed) for name, values in free.items()}
     arms: dict[str, dict] = {}
     for arm in arm_names:
         by_score = {}
         for score, per_arm in scores.items():
             entry = {key: [] for key in (*STAT_KEYS, "tau_ci", "tau_minus_reference_ci")}
+            entry["tau_minus_baseline_ci"] = {name: [] for name in free}  # beats a free baseline beyond the noise?
             for b in range(len(budgets)):
                 proxy = [per_arm[arm][i][b] for i in range(len(truth))]
                 stats = _stats_at(proxy, truth, draws=draws, seed=seed)
@@ -91,23 +93,18 @@ def build_summary(*, architectures: Sequence[str], truth: Sequence[float], free:
                 if arm != reference_arm and None not in proxy and None not in reference:
                     paired = paired_tau_difference(proxy, reference, truth, draws=draws, seed=seed)
                 entry["tau_minus_reference_ci"].append(paired)
+                for name, values in free.items():
+                    entry["tau_minus_baseline_ci"][name].append(None if None in proxy else paired_tau_difference(
+                        proxy, list(values), truth, draws=draws, seed=seed))
             by_score[score] = entry
         arms[arm] = {**by_score[primary], "images_processed": list(images[arm]), "wall_seconds": list(seconds[arm]),
                      "by_score": by_score}
         # the issue's name for the paired difference against the plain stream of the data
         arms[arm]["tau_minus_stream_ci"] = arms[arm]["tau_minus_reference_ci"] if reference_arm == "stream" else None
-    baselines = {name: _stats_at(list(values), truth, draws=draws, seed=seed) for name, values in free.items()}
     for arm, entry in arms.items():
         entry["beats"] = {name: {score: _first_budget_beating(entry["by_score"][score]["kendall_tau"],
                                                               baselines[name]["kendall_tau"], budgets)
                                  for score in scores} for name in baselines}
-        for score, per_arm in scores.items():  # does a score beat a free baseline beyond the sampling noise?
-            entry["by_score"][score]["tau_minus_baseline_ci"] = {
-                name: [None if any(per_arm[arm][i][b] is None for i in range(len(truth))) else
-                       paired_tau_difference([per_arm[arm][i][b] for i in range(len(truth))], list(values), truth,
-                                             draws=draws, seed=seed)
-                       for b in range(len(budgets))]
-                for name, values in free.items()}
     best = _best_arm_score(arms, budgets)
     records = []
     for i, arch in enumerate(architectures):
