@@ -27,7 +27,26 @@ SCHEDULERS: Registry[Callable[..., Any]] = Registry("scheduler")
 SCHEDULERS.register("fifo")(lambda max_t: FIFOScheduler())
 SCHEDULERS.register("asha")(lambda max_t: ASHAScheduler(time_attr="training_iteration", max_t=max_t,
                                                         grace_period=1, reduction_factor=2))
-SCHEDULERS.register("hyperband")(lambda max_t: HyperBandScheduler(time_attr="training_iteration", max_t=max_t,
+
+
+class FinishingHyperBand(HyperBandScheduler):
+    """Tune's HyperBandScheduler, except that a bracket's paused trials are stopped once it is finished.
+
+    In Ray 2.60 a bracket is only wrapped up when a trial *reports* its last milestone. When the last
+    running trial of a bracket instead completes (a function trainable that returns after its final
+    epoch is removed without that result passing through ``on_trial_result``), the bracket is finished
+    but its trials paused at that milestone are never stopped nor resumed: they stay PAUSED and the
+    search never ends (seen as a hang in CI). A paused trial there has trained to ``max_t``, so
+    stopping it is what the bracket would have done."""
+
+    def on_trial_remove(self, tune_controller, trial):
+        bracket, _ = self._trial_info[trial]
+        super().on_trial_remove(tune_controller, trial)
+        if bracket.finished():
+            bracket.cleanup_full(tune_controller)  # stops the bracket's PAUSED trials (a no-op otherwise)
+
+
+SCHEDULERS.register("hyperband")(lambda max_t: FinishingHyperBand(time_attr="training_iteration", max_t=max_t,
                                                                   reduction_factor=2))
 
 
