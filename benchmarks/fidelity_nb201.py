@@ -114,6 +114,16 @@ def markdown(summary: dict, stem: str = NAME) -> str:
         ci = b["tau_ci"]
         lines.append(f"| {name} | {fmt(b['kendall_tau'])} [{fmt(ci[0]) if ci else '-'}, {fmt(ci[1]) if ci else '-'}] | "
                      f"{fmt(b['spearman'])} | {fmt(b['top5_overlap'], signed=False)} | {fmt(b['regret_at_1'], signed=False)} |")
+    agreement = summary.get("seed_agreement") or {}  # summaries written before it existed have none
+    if len(summary["seeds"]) > 1 and agreement:
+        lines += ["", "How well the seeds agree: Kendall tau between two seeds' scores of the same architectures "
+                  "(mean over pairs of seeds). Beside a score's tau against ground truth it tells noise from bias: "
+                  "seeds that disagree make a noisy proxy, which more seeds improve; seeds that agree on an order "
+                  "the ground truth does not share make a biased one, which more seeds do not.", "",
+                  f"| arm / score | {heads} |", f"|{rule}|"]
+        for arm, by_score in agreement.items():
+            lines += [f"| {arm} / {score} | " + " | ".join(fmt(v) for v in values) + " |"
+                      for score, values in by_score.items()]
     lines += ["", f"Per arm at each budget ({summary['primary_score']}): Spearman / top-5 overlap / regret@1 "
               "(points of ground truth) / images processed per architecture / wall seconds per architecture", "",
               f"| arm | {heads} |", f"|{rule}|"]

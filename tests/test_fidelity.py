@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 
 from frugalnas.errors import DataError
 from frugalnas.fidelity import (bootstrap_tau_interval, load_ground_truth, paired_tau_difference, rank_fidelity,
-                                stratified_sample, synflow)
+                                seed_agreement, stratified_sample, synflow)
 from frugalnas.fidelity.proxy import loss_scores
 from frugalnas.fidelity import report as report_module
 from frugalnas.fidelity.report import build_summary, learning_curve_scores, rank_with_prior
@@ -87,6 +87,21 @@ def test_bootstrap_intervals():
     worse = truth + rng.normal(scale=3.0, size=25)
     diff_low, _ = paired_tau_difference(truth + rng.normal(scale=0.05, size=25), worse, truth, draws=500)
     assert diff_low > 0
+
+
+def test_seed_agreement_is_the_mean_tau_between_every_two_seeds():
+    rng = np.random.default_rng(3)
+    seeds = [rng.normal(size=12) for _ in range(3)]
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    expected = np.mean([scipy_stats.kendalltau(seeds[a], seeds[b]).statistic for a, b in pairs])
+    assert seed_agreement(seeds) == pytest.approx(expected)
+    assert seed_agreement(seeds[:2]) == pytest.approx(scipy_stats.kendalltau(seeds[0], seeds[1]).statistic)
+    assert seed_agreement([seeds[0], seeds[0]]) == pytest.approx(1.0)
+    assert seed_agreement([seeds[0], -seeds[0]]) == pytest.approx(-1.0)
+    # one seed, a seed not measured everywhere, a seed that gives no order: nothing to compare
+    assert seed_agreement(seeds[:1]) is None
+    assert seed_agreement([seeds[0], [None, *seeds[1][1:]]]) is None
+    assert seed_agreement([seeds[0], np.ones(12)]) is None
 
 
 # ----------------------------------------------------------------------------- ground truth and samples

@@ -159,6 +159,9 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
             accuracy = record["scores_by"]["accuracy"][arm]
             assert gains[0] is None and gains[1] == pytest.approx(accuracy[1] - accuracy[0])
     assert summary["arms"]["stream"]["by_score"]["accuracy_gain"]["kendall_tau"][0] is None
+    # one seed: nothing to say how repeatable the scores are (the measured ones; +params is no measurement)
+    assert summary["seed_agreement"]["random"] == {score: [None, None] for score in
+                                                   ("accuracy", "tse", "tse_last_quarter", "accuracy_gain")}
     assert params == [SPACE.count_params(SPACE.parse(a["arch"]), 10, 1) for a in summary["architectures"]]
     assert summary["baselines"]["params"]["kendall_tau"] == pytest.approx(
         scipy_stats.kendalltau(params, truth).statistic)
@@ -179,6 +182,32 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
     assert sorted(m.step for m in history) == [120, 240]
     assert "tau.accuracy.stream" in parents[0].data.metrics
     assert "tau.accuracy_with_params.stream" in parents[0].data.metrics  # MLflow names take no "+"
+
+
+def test_seed_agreement_compares_the_seeds_of_each_arm_at_each_budget(table):
+    """The summary's seed_agreement, from made-up records of two seeds: seed 1 orders the architectures
+    as seed 0 does at the first budget and mostly the other way round at the second."""
+    from frugalnas.config import parse_config
+    from frugalnas.runtime.fidelity import summarise
+
+    experiment = parse_config(config(table, seeds=[0, 1], checkpoints=True, scores=["accuracy", "accuracy_gain+params"]))
+    archs = [SPACE.sample(np.random.default_rng(i)) for i in range(4)]
+    accuracy = {0: [[0.1, 0.2, 0.3, 0.4], [0.5, 0.7, 0.6, 0.9]], 1: [[0.2, 0.3, 0.4, 0.5], [0.9, 0.8, 0.7, 0.6]]}
+    measured = [({"arch": str(arch), "arm": arm, "seed": seed},
+                 [{"budget": budget, "accuracy": accuracy[seed][b][i], "images_processed": budget, "seconds": 1.0}
+                  for b, budget in enumerate((120, 240))], None)
+                for i, arch in enumerate(archs) for arm in ("stream", "random") for seed in (0, 1)]
+    summary = summarise(experiment, archs, lambda arch: float(archs.index(arch)),
+                        {"params": [1, 2, 3, 4], "flops": [1, 2, 3, 4], "synflow": [1, 2, 3, 4]}, measured, {},
+                        lambda message: None)
+    gains = {seed: np.subtract(accuracy[seed][1], accuracy[seed][0]) for seed in (0, 1)}
+    for arm in ("stream", "random"):
+        agreement = summary["seed_agreement"][arm]
+        assert set(agreement) == {"accuracy", "accuracy_gain"}  # the measured scores, not their +params ranks
+        assert agreement["accuracy"] == pytest.approx(
+            [1.0, scipy_stats.kendalltau(accuracy[0][1], accuracy[1][1]).statistic])  # -2/3
+        assert agreement["accuracy_gain"][0] is None  # no gain at the first budget
+        assert agreement["accuracy_gain"][1] == pytest.approx(scipy_stats.kendalltau(gains[0], gains[1]).statistic)
 
 
 @pytest.mark.slow

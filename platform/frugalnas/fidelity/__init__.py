@@ -9,14 +9,15 @@ and ``track/`` records them.
 
 * :mod:`.truth`: the ground-truth table and the architectures to measure (a list, or a seeded sample
   stratified by ground truth);
-* :mod:`.stats`: Kendall tau, Spearman rho, top-k overlap, regret@1, bootstrap intervals;
+* :mod:`.stats`: Kendall tau, Spearman rho, top-k overlap, regret@1, bootstrap intervals, how well
+  seeds agree;
 * :mod:`.zero_cost`: free proxies (synflow);
 * :mod:`.proxy`: one architecture trained with one selection arm, scored at each image budget;
 * :mod:`.report`: the summary that every statistic can be recomputed from.
 """
-from frugalnas.fidelity.stats import bootstrap_tau_interval, paired_tau_difference, rank_fidelity
+from frugalnas.fidelity.stats import bootstrap_tau_interval, paired_tau_difference, rank_fidelity, seed_agreement
 from frugalnas.fidelity.truth import GroundTruth, load_ground_truth, stratified_sample
 from frugalnas.fidelity.zero_cost import synflow
 
 __all__ = ["GroundTruth", "bootstrap_tau_interval", "load_ground_truth", "paired_tau_difference", "rank_fidelity",
-           "stratified_sample", "synflow"]
+           "seed_agreement", "stratified_sample", "synflow"]

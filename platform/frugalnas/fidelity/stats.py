@@ -90,3 +90,16 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float] | None
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def seed_agreement(per_seed: Sequence[Sequence[float | None]]) -> float | None:
+    """Mean Kendall tau between every two seeds' scores of the same architectures: how repeatable the
+    proxy's order is. Compared with its tau against the ground truth, it says what more seeds can
+    buy: an order that seeds agree on but the truth does not is the proxy's bias, which averaging seeds
+    keeps; one that changes from seed to seed is noise, which averaging reduces. None with fewer than
+    two seeds measured everywhere, or when a seed gives every architecture the same score."""
+    complete = [np.asarray(s, dtype=np.float64) for s in per_seed if None not in s]
+    if len(complete) < 2 or len(complete) < len(per_seed):
+        return None
+    taus = [_tau(a, b) for i, a in enumerate(complete) for b in complete[i + 1:]]
+    return None if any(math.isnan(t) for t in taus) else float(np.mean(taus))

@@ -27,6 +27,7 @@ from frugalnas.config import ExperimentConfig, FidelityArm
 from frugalnas.data.store import open_dataset
 from frugalnas.data.torch_dataset import ImageSplit
 from frugalnas.errors import ConfigError, DataError, FrugalError
+from frugalnas.fidelity import seed_agreement
 from frugalnas.fidelity.proxy import ProxyRun
 from frugalnas.fidelity.report import SCORES, build_summary, learning_curve_scores, mean_over_seeds, rank_with_prior
 from frugalnas.fidelity.truth import load_ground_truth, parse_architectures, stratified_sample
@@ -461,8 +462,17 @@ def summarise(config: ExperimentConfig, archs, truth, free, measured: list, one_
                             scores=scores, images=images, seconds=seconds, budgets=budgets,
                             reference_arm=settings.reference_arm, primary=settings.scores[0],
                             draws=settings.bootstrap, seed=config.seed)
+    measured_scores = dict.fromkeys(score.partition("+")[0] for score in settings.scores)
+    summary["seed_agreement"] = {arm: {score: _seed_agreement(measured, len(archs), arm, score, seeds, budgets)
+                                       for score in measured_scores} for arm in arms}
     summary["failed_trials"] = failed
     return summary
+
+
+def _seed_agreement(measured: dict, n_archs: int, arm: str, score: str, seeds: list[int], budgets: list[int]):
+    """Per budget, :func:`~frugalnas.fidelity.stats.seed_agreement` of one arm's score."""
+    return [seed_agreement([[measured.get((i, arm, s), {}).get(b, {}).get(score) for i in range(n_archs)]
+                            for s in seeds]) for b in budgets]
 
 
 def _mean(values):
