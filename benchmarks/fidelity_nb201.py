@@ -51,13 +51,18 @@ def fmt(value, digits=2, signed=True):
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def budget_columns(budgets: list[int]) -> tuple[str, str]:
+    """A Markdown table's budget headings ("5k | 10k") and its rule below them (first column text-aligned)."""
+    return " | ".join(f"{b / 1000:g}k" for b in budgets), "|".join(["---"] + ["---:"] * len(budgets))
+
+
 def interval_table(title: str, intervals: dict, budgets: list[int]) -> list[str]:
     """Markdown lines: a row of 95% intervals per arm, one column per budget (nothing if no arm has any)."""
     intervals = {arm: cis for arm, cis in intervals.items() if cis}
     if not intervals:
         return []
-    lines = [title, "", "| arm | " + " | ".join(f"{b / 1000:g}k" for b in budgets) + " |",
-             "|" + "|".join(["---"] + ["---:"] * len(budgets)) + "|"]
+    heads, rule = budget_columns(budgets)
+    lines = [title, "", f"| arm | {heads} |", f"|{rule}|"]
     for arm, cis in intervals.items():
         lines.append(f"| {arm} | " + " | ".join("-" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
                                                 for ci in cis) + " |")
@@ -66,8 +71,7 @@ def interval_table(title: str, intervals: dict, budgets: list[int]) -> list[str]
 
 def markdown(summary: dict, stem: str = NAME) -> str:
     budgets = summary["budgets"]
-    heads = " | ".join(f"{b / 1000:g}k" for b in budgets)
-    rule = "|".join(["---"] + ["---:"] * len(budgets))
+    heads, rule = budget_columns(budgets)
     variant = f", `{stem}`" if stem != NAME else ""
     lines = [f"# Ranking fidelity on NAS-Bench-201 (CIFAR-10, {summary['k']} architectures{variant})", ""]
     m = summary.get("machine", {})
