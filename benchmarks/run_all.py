@@ -6,11 +6,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def half_of_sample(results_name: str) -> str:
+    """A --set naming every other architecture, by ground truth, of a committed fidelity result (a
+    stratified half of its sample, fixed before anything was trained on it)."""
+    architectures = json.loads((HERE / "results" / f"{results_name}.json").read_text())["architectures"]
+    half = [a["arch"] for a in sorted(architectures, key=lambda a: a["truth"])[::2]]
+    return "fidelity.architectures=[" + ", ".join(f"'{arch}'" for arch in half) + "]"
+
+
+HALF_OF_60K = ["--set", half_of_sample("fidelity_nb201_60k"),
+               "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
+               "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]"]
 # (script, results name[, the script's arguments]), in the order RESULTS.md shows them
 BENCHMARKS = [
     ("data_io.py", "data_io"),
@@ -47,6 +61,14 @@ BENCHMARKS = [
       "--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40",
       "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
       "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]", "--set", "fidelity.seeds=[0,1]"]),
+    # a wider proxy (16 channels, twice the job's) on half of those 40 (every other by ground truth), beside
+    # the 8-channel proxy on the same 20 (its trials are those of fidelity_nb201_60k)
+    ("fidelity_nb201.py", "fidelity_nb201_60k_half_8ch",
+     ["--name", "fidelity_nb201_60k_half_8ch", "--reuse-trials-of", "fidelity_nb201_60k", *HALF_OF_60K]),
+    ("fidelity_nb201.py", "fidelity_nb201_60k_half_16ch",
+     ["--name", "fidelity_nb201_60k_half_16ch", "--set", "space.network.channels=16", *HALF_OF_60K]),
+    ("fidelity_compare.py", "fidelity_width",
+     ["fidelity_nb201_60k_half_16ch", "fidelity_nb201_60k_half_8ch", "--name", "fidelity_width"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
