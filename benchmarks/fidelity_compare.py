@@ -86,6 +86,10 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="results stem of the comparison (benchmarks/results/NAME.md)")
     parser.add_argument("--arm", default="stream")
     args = parser.parse_args()
+    missing = [stem for stem in (args.a, args.b) if not (RESULTS / f"{stem}.json").exists()]
+    if missing:
+        raise SystemExit(f"no fidelity result {', '.join(missing)} in {RESULTS} (run benchmarks/fidelity_nb201.py "
+                         "--name NAME first)")
     a, b = (json.loads((RESULTS / f"{stem}.json").read_text()) for stem in (args.a, args.b))
     result = compare(a, b, arm=args.arm)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
