@@ -20,7 +20,9 @@ from typing import Iterator, Sequence
 from frugalnas.track.ui import stop_process_group, wait_healthy
 
 CHROMIUM = Path("/usr/bin/chromium")
-SERVER_START_TIMEOUT = 90.0
+# how long `mlflow server` may take to answer /health: on 2 cores busy with other work it once took 76 s
+# to finish starting up, and 90 s ran out just after
+SERVER_START_TIMEOUT = 180.0
 
 
 def free_port() -> int:
