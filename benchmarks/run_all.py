@@ -22,9 +22,11 @@ def half_of_sample(results_name: str) -> str:
     return "fidelity.architectures=[" + ", ".join(f"'{arch}'" for arch in half) + "]"
 
 
-HALF_OF_60K = ["--set", half_of_sample("fidelity_nb201_60k"),
-               "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
-               "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]"]
+STREAM_TO_60K = ["--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
+                 "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]"]
+# the 40 architectures of fidelity_nb201_60k, and a stratified half of them
+SAMPLE_60K = ["--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40", *STREAM_TO_60K]
+HALF_OF_60K = ["--set", half_of_sample("fidelity_nb201_60k"), *STREAM_TO_60K]
 # (script, results name[, the script's arguments]), in the order RESULTS.md shows them
 BENCHMARKS = [
     ("data_io.py", "data_io"),
@@ -52,15 +54,11 @@ BENCHMARKS = [
     # the confirmation of accuracy_gain(+params), found on the two samples above: 40 fresh architectures,
     # stream only, a schedule over 60,000 images (the goal's budget)
     ("fidelity_nb201.py", "fidelity_nb201_60k",
-     ["--name", "fidelity_nb201_60k", "--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40",
-      "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
-      "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]"]),
+     ["--name", "fidelity_nb201_60k", *SAMPLE_60K]),
     # the same 40 with a second seed (seed 0's trials are those of the run above)
     ("fidelity_nb201.py", "fidelity_nb201_60k_2seeds",
-     ["--name", "fidelity_nb201_60k_2seeds", "--reuse-trials-of", "fidelity_nb201_60k",
-      "--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40",
-      "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
-      "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]", "--set", "fidelity.seeds=[0,1]"]),
+     ["--name", "fidelity_nb201_60k_2seeds", "--reuse-trials-of", "fidelity_nb201_60k", *SAMPLE_60K,
+      "--set", "fidelity.seeds=[0,1]"]),
     # a wider proxy (16 channels, twice the job's) on half of those 40 (every other by ground truth), beside
     # the 8-channel proxy on the same 20 (its trials are those of fidelity_nb201_60k)
     ("fidelity_nb201.py", "fidelity_nb201_60k_half_8ch",
@@ -71,10 +69,8 @@ BENCHMARKS = [
      ["fidelity_nb201_60k_half_16ch", "fidelity_nb201_60k_half_8ch", "--name", "fidelity_width_half"]),
     # then all 40 at 16 channels (the half's trials reused), against the 8-channel fidelity_nb201_60k
     ("fidelity_nb201.py", "fidelity_nb201_60k_16ch",
-     ["--name", "fidelity_nb201_60k_16ch", "--reuse-trials-of", "fidelity_nb201_60k_half_16ch",
-      "--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40",
-      "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
-      "--set", "fidelity.budgets=[5000,10000,20000,40000,60000]", "--set", "space.network.channels=16"]),
+     ["--name", "fidelity_nb201_60k_16ch", "--reuse-trials-of", "fidelity_nb201_60k_half_16ch", *SAMPLE_60K,
+      "--set", "space.network.channels=16"]),
     ("fidelity_compare.py", "fidelity_width",
      ["fidelity_nb201_60k_16ch", "fidelity_nb201_60k", "--name", "fidelity_width"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
