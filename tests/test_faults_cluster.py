@@ -130,8 +130,20 @@ def check_survived(out: Path, summary: dict, interrupted: list[int]) -> None:
     for report in reports(out):
         seen.setdefault(report["candidate"], []).append(report["epoch"])
         trials_of.setdefault(report["candidate"], set()).add(report["trial"])
-    assert {n: sorted(epochs) for n, epochs in seen.items()} == {n: list(range(1, EPOCHS + 1))
-                                                                 for n in range(1, BUDGET + 1)}, seen
+    # A cut-off candidate may report once more the one epoch it reported just before its node died: Tune
+    # logs a result before it has registered the checkpoint sent with it, and that checkpoint died with
+    # the node, so the retry resumes from the one before (seen: epoch 19 of 20 twice). Never epoch 1 again.
+    def as_expected(n: int, epochs: list[int]) -> bool:
+        extra = sorted(epochs)
+        for epoch in range(1, EPOCHS + 1):
+            if epoch not in extra:
+                return False
+            extra.remove(epoch)
+        return not extra or (n in interrupted and len(extra) == 1 and extra[0] > 1)
+
+    wrong = {n: sorted(seen.get(n, [])) for n in set(seen) | set(range(1, BUDGET + 1))
+             if not as_expected(n, seen.get(n, []))}
+    assert not wrong, f"candidates whose epochs were not each reported once (cut off: {interrupted}): {wrong}"
     assert all(len(folders) <= 1 + by_number[n]["retries"] for n, folders in trials_of.items()), trials_of
 
     # told to the strategy once each
