@@ -440,9 +440,13 @@ def summarise(config: ExperimentConfig, archs, truth, free, measured: list, one_
             r["budget"]: r for r in learning_curve_scores(records)}
         if error is not None:
             failed.append({**trial, "error": error, "budgets_done": [r["budget"] for r in records]})
-    measured = by_trial
+
+    def value(i: int, arm: str, seed: int, budget: int, key: str):
+        """One trial's record at one budget (None where it was not measured)."""
+        return by_trial.get((i, arm, seed), {}).get(budget, {}).get(key)
+
     per_budget = lambda i, arm, key: [  # noqa: E731  mean over seeds of one score, per budget
-        mean_over_seeds([measured.get((i, arm, s), {}).get(b, {}).get(key) for s in seeds]) for b in budgets]
+        mean_over_seeds([value(i, arm, s, b, key) for s in seeds]) for b in budgets]
     scores = {}
     for score in settings.scores:
         measured_score, _, prior = score.partition("+")
@@ -453,26 +457,22 @@ def summarise(config: ExperimentConfig, archs, truth, free, measured: list, one_
                            for b in range(len(budgets))]
                 values[arm] = [[columns[b][i] for b in range(len(budgets))] for i in range(len(archs))]
         scores[score] = values
-    images = {arm: [_mean([measured.get((i, arm, s), {}).get(b, {}).get("images_processed")
-                           for i in range(len(archs)) for s in seeds]) for b in budgets] for arm in arms}
-    seconds = {arm: [_mean([measured.get((i, arm, s), {}).get(b, {}).get("seconds")
-                            for i in range(len(archs)) for s in seeds]) for b in budgets] for arm in arms}
+    images = {arm: [_mean([value(i, arm, s, b, "images_processed") for i in range(len(archs)) for s in seeds])
+                    for b in budgets] for arm in arms}
+    seconds = {arm: [_mean([value(i, arm, s, b, "seconds") for i in range(len(archs)) for s in seeds])
+                     for b in budgets] for arm in arms}
     log(f"fidelity: computing rank statistics ({settings.bootstrap} bootstrap resamples)")
     summary = build_summary(architectures=[str(a) for a in archs], truth=[truth(a) for a in archs], free=free,
                             scores=scores, images=images, seconds=seconds, budgets=budgets,
                             reference_arm=settings.reference_arm, primary=settings.scores[0],
                             draws=settings.bootstrap, seed=config.seed)
+    # per arm, measured score and budget: how repeatable the order of the architectures is across seeds
     measured_scores = dict.fromkeys(score.partition("+")[0] for score in settings.scores)
-    summary["seed_agreement"] = {arm: {score: _seed_agreement(measured, len(archs), arm, score, seeds, budgets)
-                                       for score in measured_scores} for arm in arms}
+    summary["seed_agreement"] = {
+        arm: {score: [seed_agreement([[value(i, arm, s, b, score) for i in range(len(archs))] for s in seeds])
+                      for b in budgets] for score in measured_scores} for arm in arms}
     summary["failed_trials"] = failed
     return summary
-
-
-def _seed_agreement(measured: dict, n_archs: int, arm: str, score: str, seeds: list[int], budgets: list[int]):
-    """Per budget, :func:`~frugalnas.fidelity.stats.seed_agreement` of one arm's score."""
-    return [seed_agreement([[measured.get((i, arm, s), {}).get(b, {}).get(score) for i in range(n_archs)]
-                            for s in seeds]) for b in budgets]
 
 
 def _mean(values):
