@@ -26,7 +26,10 @@ def shared_columns(a: dict, b: dict, arm: str) -> tuple[list[str], list[float], 
     archs = [r["arch"] for r in a["architectures"] if r["arch"] in truth_b]
     truth = [truth_b[arch] for arch in archs]
     budgets = [budget for budget in a["budgets"] if budget in b["budgets"]]
-    scores = [s for s in a["scores"] if s in b["scores"] and arm in a["arms"] and arm in b["arms"]]
+    for summary in (a, b):
+        if arm not in summary["arms"]:
+            raise SystemExit(f"arm {arm!r} not measured in one of the results (its arms: {', '.join(summary['arms'])})")
+    scores = [s for s in a["scores"] if s in b["scores"]]
     return archs, truth, budgets, scores
 
 
