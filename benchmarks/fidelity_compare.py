@@ -1,6 +1,6 @@
 """Two fidelity results side by side on the architectures they share: does one proxy rank better?
 
-    .venv/bin/python benchmarks/fidelity_compare.py fidelity_nb201_60k_half_16ch fidelity_nb201_60k_half_8ch \
+    .venv/bin/python benchmarks/fidelity_compare.py fidelity_nb201_60k_16ch fidelity_nb201_60k \
         --name fidelity_width
 
 Reads ``benchmarks/results/A.json`` and ``B.json`` (``frugalnas fidelity`` summaries, e.g. the same
