@@ -1,5 +1,5 @@
 """Ranking fidelity, the domain side: ground truth, stratified samples, rank statistics, synflow,
-the summary (checked against scipy and by hand)."""
+naswot, the summary (checked against scipy and by hand)."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +12,8 @@ import torch
 from scipy import stats as scipy_stats
 
 from frugalnas.errors import DataError
-from frugalnas.fidelity import (bootstrap_tau_interval, load_ground_truth, paired_tau_difference, rank_fidelity,
-                                seed_agreement, stratified_sample, synflow)
+from frugalnas.fidelity import (bootstrap_tau_interval, load_ground_truth, naswot, paired_tau_difference,
+                                rank_fidelity, seed_agreement, stratified_sample, synflow)
 from frugalnas.fidelity.proxy import loss_scores
 from frugalnas.fidelity import report as report_module
 from frugalnas.fidelity.report import build_summary, learning_curve_scores, rank_with_prior
@@ -167,6 +167,36 @@ def test_synflow_ranks_a_cut_network_last_and_leaves_the_model_alone():
     assert synflow(SPACE.build(alive, 10, 3), 3, 16) == pytest.approx(score)
 
 
+def test_naswot_is_the_log_determinant_of_the_relu_code_kernel():
+    # by hand: one ReLU over 3 units; image codes (which inputs are > 0) are 110, 011, 111
+    layer = torch.nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    model = torch.nn.Sequential(torch.nn.Flatten(), layer, torch.nn.ReLU())
+    images = torch.tensor([[1.0, -2.0], [-2.0, 1.0], [1.0, 1.0]]).reshape(3, 1, 1, 2)
+    codes = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=float)  # the 3rd unit: x + y > 0
+    kernel = codes @ codes.T + (1 - codes) @ (1 - codes).T  # units on which two images agree
+    assert naswot(model, images) == pytest.approx(np.linalg.slogdet(kernel)[1])
+    # two identical images: their rows of the kernel are equal, so it is singular
+    assert naswot(model, images[[0, 0, 1]]) == -math.inf
+
+
+def test_naswot_scores_a_real_cell_without_touching_it():
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 16, 16)
+    alive = SPACE.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")
+    dead = SPACE.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    model = SPACE.build(alive, 10, 3).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm running statistics included
+    score = naswot(model, images)
+    assert math.isfinite(score) and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert naswot(model, images) == score  # deterministic
+    assert naswot(SPACE.build(dead, 10, 3), images) == -math.inf  # every image gives the same (empty) code
+    with pytest.raises(ValueError, match="at least 2 images"):
+        naswot(model, images[:1])
+
+
 def test_loss_scores_weight_batches_by_images():
     trace = [(100, 2.0), (200, 1.0), (250, 0.5), (400, 0.2)]
     scores = loss_scores(trace, 400)
@@ -230,6 +260,11 @@ def test_rank_with_prior_averages_the_two_rankings():
     assert rank_with_prior([0.5, 0.5, 0.9, 0.1], [1, 2, 3, 4]) == pytest.approx([1.75 / 4, 2.25 / 4, 3.5 / 4, 2.5 / 4])
     # ranks need every architecture: one missing score leaves them all missing
     assert rank_with_prior([0.5, None, 0.7], [1, 2, 3]) == [None, None, None]
+    # several priors: the mean of all the ranks
+    assert rank_with_prior([0.1, 0.2, 0.3], [3, 2, 1], [10, 30, 20]) == pytest.approx(
+        [(1 + 3 + 1) / 9, (2 + 2 + 3) / 9, (3 + 1 + 2) / 9])
+    with pytest.raises(ValueError, match="at least one prior"):
+        rank_with_prior([0.1, 0.2])
 
 
 def test_accuracy_gain_is_measured_from_the_runs_first_budget():

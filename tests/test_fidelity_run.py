@@ -97,6 +97,9 @@ def test_bad_tables_and_architecture_lists_exit_2_naming_the_culprit(tmp_path, t
     (["accuracy_gain+params"], None, "score accuracy_gain is the gain along one run: it needs checkpoints: true"),
     (["accuracy+depth"], None, "unknown score 'accuracy+depth'"),
     (["accuracy+synflow"], ["params"], "scores combine free baseline(s) synflow, which free_baselines (params)"),
+    (["accuracy+params+naswot"], ["params"], "scores combine free baseline(s) naswot, which free_baselines (params)"),
+    (["accuracy+params+params"], None, "unknown score 'accuracy+params+params'; allowed: accuracy, tse, "
+     "tse_last_quarter, accuracy_gain, or one of them + one or more different free baselines"),
 ])
 def test_bad_scores_exit_2_naming_them(tmp_path, table, scores, free, message):
     data = config(table, scores=scores)
@@ -114,7 +117,8 @@ def test_accuracy_gain_needs_two_budgets(tmp_path, table):
 @pytest.mark.slow
 def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
     data = config(table, checkpoints=True,
-                  scores=["accuracy", "tse", "tse_last_quarter", "accuracy+params", "accuracy_gain"])
+                  scores=["accuracy", "tse", "tse_last_quarter", "accuracy+params", "accuracy_gain",
+                          "accuracy+params+naswot"])
     # the same policy and settings under another name (max_budget above every budget changes nothing but the
     # trial's key, so it really trains again): pairing must make it measure exactly what "random" measures
     data["fidelity"]["arms"]["random_twin"] = {"policy": "random", "subset_size": 60, "max_budget": 10_000}
@@ -153,6 +157,10 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
             ranks = (scipy_stats.rankdata(accuracy) + scipy_stats.rankdata(params)) / 2 / len(params)
             assert [a["scores_by"]["accuracy+params"][arm][b] for a in summary["architectures"]] == \
                 pytest.approx(list(ranks))
+            naswot = [a["naswot"] for a in summary["architectures"]]
+            ranks = (scipy_stats.rankdata(accuracy) + scipy_stats.rankdata(params) + scipy_stats.rankdata(naswot)) / 3
+            assert [a["scores_by"]["accuracy+params+naswot"][arm][b] for a in summary["architectures"]] == \
+                pytest.approx(list(ranks / len(params)))
     # accuracy_gain: what the run gained after its first budget; none at the first budget
     for record in summary["architectures"]:
         for arm, gains in record["scores_by"]["accuracy_gain"].items():
@@ -165,7 +173,7 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
     assert params == [SPACE.count_params(SPACE.parse(a["arch"]), 10, 1) for a in summary["architectures"]]
     assert summary["baselines"]["params"]["kendall_tau"] == pytest.approx(
         scipy_stats.kendalltau(params, truth).statistic)
-    assert set(summary["baselines"]) == {"params", "flops", "synflow"}
+    assert set(summary["baselines"]) == {"params", "flops", "synflow", "naswot"}
     for plot in ("fidelity_curves.png", "proxy_vs_truth_accuracy.png", "proxy_vs_truth_tse.png",
                  "proxy_vs_truth_accuracy+params.png"):
         assert (tmp_path / "out" / plot).stat().st_size > 10_000
@@ -182,6 +190,26 @@ def test_fidelity_measures_pairs_and_records_everything(tmp_path, table):
     assert sorted(m.step for m in history) == [120, 240]
     assert "tau.accuracy.stream" in parents[0].data.metrics
     assert "tau.accuracy_with_params.stream" in parents[0].data.metrics  # MLflow names take no "+"
+
+
+def test_free_baselines_do_not_depend_on_what_else_is_scored_and_rank_a_cut_network_last():
+    import torch
+
+    from frugalnas.runtime.fidelity import free_baselines
+
+    images = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    archs = [SPACE.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"),
+             SPACE.parse("|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"),
+             SPACE.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")]  # every path cut
+    names = ["params", "synflow", "naswot"]
+    forward = free_baselines(names, SPACE, archs, 10, 1, 8, images)
+    backward = free_baselines(names, SPACE, archs[::-1], 10, 1, 8, images)
+    # naswot initialises each network from the same seed, whatever was scored before it
+    assert forward["naswot"][:2] == backward["naswot"][::-1][:2]
+    for name in ("synflow", "naswot"):  # -inf for the cut network: kept last, as a finite number
+        assert all(np.isfinite(forward[name])) and forward[name][2] < min(forward[name][:2]), name
+    with pytest.raises(ValueError, match="naswot baseline needs a minibatch"):
+        free_baselines(["naswot"], SPACE, archs, 10, 1, 8)
 
 
 def test_seed_agreement_compares_the_seeds_of_each_arm_at_each_budget(table):

@@ -258,7 +258,7 @@ class FidelityTrainConfig(Section):
 
 
 MEASURED_SCORES = ("accuracy", "tse", "tse_last_quarter", "accuracy_gain")  # fidelity.report.SCORES + CURVE_SCORES
-FreeBaseline = Literal["params", "flops", "synflow"]
+FreeBaseline = Literal["params", "flops", "synflow", "naswot"]
 FREE_BASELINES = get_args(FreeBaseline)
 
 
@@ -281,9 +281,14 @@ class FidelityConfig(GroundTruthConfig):
                               description="accuracy: validation accuracy at the budget; tse: minus the mean training "
                               "loss over the run (Ru et al. 2021); tse_last_quarter: the same over its last quarter; "
                               "accuracy_gain: the accuracy gained since the first budget (needs checkpoints); "
-                              "SCORE+BASELINE (e.g. accuracy+params): the mean of an architecture's rank by the score "
-                              "and by a free baseline listed in free_baselines")
-    free_baselines: list[FreeBaseline] = Field(default_factory=lambda: ["params", "flops", "synflow"])
+                              "SCORE+BASELINE (e.g. accuracy+params, or accuracy+params+naswot): the mean of an "
+                              "architecture's ranks by the score and by each free baseline named, all listed in "
+                              "free_baselines")
+    free_baselines: list[FreeBaseline] = Field(default_factory=lambda: ["params", "flops", "synflow", "naswot"],
+                                               description="scores of the untrained network: params, flops, synflow "
+                                               "(no data), naswot (one minibatch of training images)")
+    zero_cost_images: int = Field(128, ge=2, description="images in the seeded class-balanced training minibatch "
+                                  "naswot scores each untrained network on (the authors' 128)")
     eval_split: str = Field("val", description="held-out split the accuracy score is measured on")
     eval_images: Optional[int] = Field(None, ge=10, description="score on a seeded class-balanced sample of the "
                                        "eval split of this size (default: all of it)")
@@ -316,15 +321,17 @@ class FidelityConfig(GroundTruthConfig):
     @classmethod
     def _known_scores(cls, scores: list[str]) -> list[str]:
         for score in scores:
-            measured, _, prior = score.partition("+")
-            if measured not in MEASURED_SCORES or (prior and prior not in FREE_BASELINES):
+            measured, *priors = score.split("+")
+            if measured not in MEASURED_SCORES or any(p not in FREE_BASELINES for p in priors) \
+                    or len(set(priors)) != len(priors):
                 raise ValueError(f"unknown score {score!r}; allowed: {', '.join(MEASURED_SCORES)}, or one of them "
-                                 f"+ a free baseline ({', '.join(FREE_BASELINES)}), e.g. accuracy+params")
+                                 f"+ one or more different free baselines ({', '.join(FREE_BASELINES)}), "
+                                 "e.g. accuracy+params or accuracy+params+naswot")
         return scores
 
     @model_validator(mode="after")
     def _gain_along_one_run(self) -> "FidelityConfig":
-        if not any(s.partition("+")[0] == "accuracy_gain" for s in self.scores):
+        if not any(s.split("+")[0] == "accuracy_gain" for s in self.scores):
             return self
         if not self.checkpoints:
             raise ValueError("score accuracy_gain is the gain along one run: it needs checkpoints: true "
@@ -335,7 +342,7 @@ class FidelityConfig(GroundTruthConfig):
 
     @model_validator(mode="after")
     def _priors_are_computed(self) -> "FidelityConfig":
-        missing = sorted({s.partition("+")[2] for s in self.scores} - {""} - set(self.free_baselines))
+        missing = sorted({p for s in self.scores for p in s.split("+")[1:]} - set(self.free_baselines))
         if missing:
             raise ValueError(f"scores combine free baseline(s) {', '.join(missing)}, which free_baselines "
                              f"({', '.join(self.free_baselines) or 'none'}) does not compute")

@@ -41,19 +41,21 @@ def learning_curve_scores(records: Sequence[Mapping]) -> list[dict]:
              else float(r["accuracy"]) - float(first)} for i, r in enumerate(records)]
 
 
-def rank_with_prior(values: Sequence[float | None], prior: Sequence[float]) -> list[float | None]:
-    """Each architecture's mean rank by a measured score and by a free prior (parameter count, say),
-    over the number of architectures: in (0, 1], higher is better, ties averaged.
+def rank_with_prior(values: Sequence[float | None], *priors: Sequence[float]) -> list[float | None]:
+    """Each architecture's mean rank by a measured score and by one or more free priors (parameter
+    count, say), over the number of architectures: in (0, 1], higher is better, ties averaged.
 
     Short training favours networks that learn fast, which in NAS spaces are often the small ones, while
     a free prior like parameter count ranks the other way; each corrects the other's bias. Ranks need
     every architecture, so a missing score leaves all of them None."""
     from scipy.stats import rankdata
 
+    if not priors:
+        raise ValueError("rank_with_prior needs at least one prior")
     if any(v is None for v in values):
         return [None] * len(values)
-    combined = (rankdata(np.asarray(values, dtype=float)) + rankdata(np.asarray(prior, dtype=float))) / 2
-    return [float(v) / len(values) for v in combined]
+    ranks = [rankdata(np.asarray(column, dtype=float)) for column in (values, *priors)]
+    return [float(v) / len(values) for v in np.mean(ranks, axis=0)]
 
 
 def _stats_at(proxy: Sequence[float | None], truth: Sequence[float], *, draws: int, seed: int) -> dict:

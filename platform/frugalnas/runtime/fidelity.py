@@ -12,6 +12,7 @@ trial with its scores per budget).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -31,7 +32,7 @@ from frugalnas.fidelity import seed_agreement
 from frugalnas.fidelity.proxy import ProxyRun
 from frugalnas.fidelity.report import SCORES, build_summary, learning_curve_scores, mean_over_seeds, rank_with_prior
 from frugalnas.fidelity.truth import load_ground_truth, parse_architectures, stratified_sample
-from frugalnas.fidelity.zero_cost import synflow
+from frugalnas.fidelity.zero_cost import naswot, synflow
 from frugalnas.selection.base import balanced_subset
 from frugalnas.spaces import load_space
 
@@ -172,15 +173,42 @@ def choose_architectures(config: ExperimentConfig, space, log: Log):
     return truth, archs
 
 
-def free_baselines(names, space, archs, num_classes: int, channels: int, image_size: int) -> dict[str, list[float]]:
-    """Scores that need no training, computed for every architecture on the driver."""
+def free_baselines(names, space, archs, num_classes: int, channels: int, image_size: int,
+                   images: torch.Tensor | None = None) -> dict[str, list[float]]:
+    """Scores that need no training, computed for every architecture on the driver. ``images``: the
+    minibatch the data-dependent ones (naswot) see; only they need it."""
+    def naswot_at_init(arch) -> float:
+        with torch.random.fork_rng():  # the same initialisation whatever else was scored before
+            torch.manual_seed(0)
+            return naswot(space.build(arch, num_classes, channels), images)
+
     compute = {
         "params": lambda a: float(space.count_params(a, num_classes, channels)),
         "flops": lambda a: float(space.count_flops(a, num_classes, channels, image_size)),
         "synflow": lambda a: synflow(space.build(a, num_classes, channels), channels, image_size),
+        "naswot": naswot_at_init,
     }
+    if "naswot" in names and images is None:
+        raise ValueError("the naswot baseline needs a minibatch of images")
     torch.manual_seed(0)
-    return {name: [compute[name](a) for a in archs] for name in names}
+    return {name: _ranked_last_if_infinite([compute[name](a) for a in archs]) for name in names}
+
+
+def _ranked_last_if_infinite(values: list[float]) -> list[float]:
+    """A zero-cost score is -inf for a network that passes no signal (every path cut): it ranks below
+    every other. Rank statistics and JSON need finite numbers, so it becomes one below the lowest
+    finite score (the order, all that is used, is unchanged)."""
+    finite = [v for v in values if math.isfinite(v)]
+    floor = min(finite) - 1.0 if finite else 0.0
+    return [v if math.isfinite(v) else floor for v in values]
+
+
+def zero_cost_images(dataset, n: int, seed: int) -> torch.Tensor:
+    """A seeded class-balanced minibatch of ``n`` training images (all of them if fewer), as the
+    trials see them."""
+    ids, labels = dataset.labels("train")
+    ids = balanced_subset(ids, labels, min(n, len(ids)), np.random.default_rng(seed))
+    return ImageSplit(dataset, "train", ids=sorted(ids.tolist())).images
 
 
 def prepare_selector_inputs(config: ExperimentConfig, dataset_dir: Path, log: Log) -> tuple[dict, dict]:
@@ -346,7 +374,9 @@ def _run(config: ExperimentConfig, out: Path, resume: bool, log: Log, tracker, s
         raise ConfigError(f"fidelity.eval_split {settings.eval_split!r}: {dataset_dir} has splits "
                           f"{', '.join(card['splits'])}")
     num_classes, channels, image_size = len(card["classes"]), card["channels"], card["image_size"] or 32
-    free = free_baselines(settings.free_baselines, space, archs, num_classes, channels, image_size)
+    batch = (zero_cost_images(dataset, settings.zero_cost_images, config.seed)
+             if "naswot" in settings.free_baselines else None)
+    free = free_baselines(settings.free_baselines, space, archs, num_classes, channels, image_size, batch)
     inputs, one_off = prepare_selector_inputs(config, dataset_dir, log)
     if tracker:
         tracking.log_dataset(tracker, dataset_dir, one_off.get("embedding"))
@@ -449,11 +479,11 @@ def summarise(config: ExperimentConfig, archs, truth, free, measured: list, one_
         mean_over_seeds([value(i, arm, s, b, key) for s in seeds]) for b in budgets]
     scores = {}
     for score in settings.scores:
-        measured_score, _, prior = score.partition("+")
+        measured_score, *priors = score.split("+")
         values = {arm: [per_budget(i, arm, measured_score) for i in range(len(archs))] for arm in arms}
-        if prior:  # SCORE+BASELINE: ranks among the sampled architectures, at each arm and budget
+        if priors:  # SCORE+BASELINE[+...]: ranks among the sampled architectures, at each arm and budget
             for arm in arms:
-                columns = [rank_with_prior([values[arm][i][b] for i in range(len(archs))], free[prior])
+                columns = [rank_with_prior([values[arm][i][b] for i in range(len(archs))], *(free[p] for p in priors))
                            for b in range(len(budgets))]
                 values[arm] = [[columns[b][i] for b in range(len(budgets))] for i in range(len(archs))]
         scores[score] = values
@@ -467,7 +497,7 @@ def summarise(config: ExperimentConfig, archs, truth, free, measured: list, one_
                             reference_arm=settings.reference_arm, primary=settings.scores[0],
                             draws=settings.bootstrap, seed=config.seed)
     # per arm, measured score and budget: how repeatable the order of the architectures is across seeds
-    measured_scores = dict.fromkeys(score.partition("+")[0] for score in settings.scores)
+    measured_scores = dict.fromkeys(score.split("+")[0] for score in settings.scores)
     summary["seed_agreement"] = {
         arm: {score: [seed_agreement([[value(i, arm, s, b, score) for i in range(len(archs))] for s in seeds])
                       for b in budgets] for score in measured_scores} for arm in arms}

@@ -18,13 +18,14 @@ SCORE_TITLES = {"accuracy": "validation accuracy at the budget", "tse": "trainin
                 "tse_last_quarter": "training speed, last quarter of the budget",
                 "accuracy_gain": "accuracy gained since the first budget"}
 PANELS_PER_ROW = 4  # more side by side are too narrow to read
-BASELINE_STYLES = {"params": ("black", "--"), "flops": ("dimgray", ":"), "synflow": ("tab:brown", "-.")}
+BASELINE_STYLES = {"params": ("black", "--"), "flops": ("dimgray", ":"), "synflow": ("tab:brown", "-."),
+                   "naswot": ("tab:olive", (0, (3, 1, 1, 1, 1, 1)))}
 
 
 def score_title(score: str) -> str:
-    measured, _, prior = score.partition("+")
+    measured, *priors = score.split("+")
     title = SCORE_TITLES.get(measured, measured)
-    return f"{title}, ranked with {prior}" if prior else title
+    return f"{title}, ranked with {' and '.join(priors)}" if priors else title
 
 
 def _values(sequence):
