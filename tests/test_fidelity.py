@@ -73,6 +73,19 @@ def test_statistics_refuse_misaligned_or_missing_scores():
         rank_fidelity([1, math.nan, 3], [1, 2, 3])
 
 
+def test_resampled_taus_are_scipys_tau_b_ties_and_all():
+    from frugalnas.fidelity.stats import resampled_taus
+
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 6, size=15).astype(float)  # ties in the truth, and more from resampling
+    proxy = truth + rng.integers(0, 3, size=15)
+    resamples = rng.integers(0, 15, size=(300, 15))
+    resamples[0] = 3  # one architecture fifteen times: no order at all
+    expected = [scipy_stats.kendalltau(proxy[i], truth[i]).statistic for i in resamples]
+    assert np.allclose(resampled_taus(proxy, truth, resamples), expected, equal_nan=True)
+    assert np.isnan(resampled_taus(proxy, truth, resamples)[0])
+
+
 def test_bootstrap_intervals():
     rng = np.random.default_rng(2)
     truth = rng.normal(size=25)
