@@ -27,10 +27,10 @@ STREAM_TO_60K = ["--set", "fidelity.arms={stream: {policy: stream, subset_size: 
 # the 40 architectures of fidelity_nb201_60k, and a stratified half of them
 SAMPLE_60K = ["--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40", *STREAM_TO_60K]
 HALF_OF_60K = ["--set", half_of_sample("fidelity_nb201_60k"), *STREAM_TO_60K]
-# test 2 of fidelity_naswot_plan.md: 40 architectures never measured before, two seeds of 30,000 images
-SAMPLE_30K = ["--set", "fidelity.sample.seed=3", "--set", "fidelity.sample.k=40",
-              "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
-              "--set", "fidelity.budgets=[2500,5000,10000,20000,30000]"]
+# tests 2 and 3 of fidelity_naswot_plan.md: 40 architectures never measured before, schedules over 30,000 images
+STREAM_TO_30K = ["--set", "fidelity.sample.k=40", "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
+                 "--set", "fidelity.budgets=[2500,5000,10000,20000,30000]"]
+SAMPLE_30K = ["--set", "fidelity.sample.seed=3", *STREAM_TO_30K]
 # (script, results name[, the script's arguments]), in the order RESULTS.md shows them
 BENCHMARKS = [
     ("data_io.py", "data_io"),
@@ -82,6 +82,9 @@ BENCHMARKS = [
     ("fidelity_nb201.py", "fidelity_nb201_30k_1seed",
      ["--name", "fidelity_nb201_30k_1seed", "--reuse-trials-of", "fidelity_nb201_30k_2seeds", *SAMPLE_30K,
       "--set", "fidelity.seeds=[0]"]),
+    ("fidelity_nb201.py", "fidelity_nb201_30k_test3",
+     ["--name", "fidelity_nb201_30k_test3", "--set", "fidelity.sample.seed=4", *STREAM_TO_30K,
+      "--set", "fidelity.seeds=[0,1]"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
