@@ -100,9 +100,14 @@ def test_a_store_that_fills_up_then_turns_read_only_mid_search_is_reported_and_t
                 filled = subprocess.run(enter + ["sh", "-c", f'cat /dev/zero > "{store}/filler"'], capture_output=True,
                                         text=True, timeout=60)
                 assert "No space left on device" in filled.stderr, filled.stderr
-            if "(2 finished)" in line:  # and then turns read-only (a read-only mount over it: a remount
-                subprocess.run(enter + ["sh", "-c", f'mount --bind "{store}" "{store}" && '  # is refused while
-                                        f'mount -o remount,bind,ro "{store}"'], check=True, timeout=60)  # files are open)
+            if "(2 finished)" in line:  # and then turns read-only: a read-only bind of it, made aside and
+                # moved over it, since a remount (or making a bind over the store read-only in place) is
+                # refused with "busy" while the running search has a file open for writing there
+                aside = tmp_path / "read-only-store"
+                aside.mkdir()
+                subprocess.run(enter + ["sh", "-c", f'mount --bind "{store}" "{aside}" && '
+                                        f'mount -o remount,bind,ro "{aside}" && mount --move "{aside}" "{store}"'],
+                               check=True, timeout=60)
             if "(4 finished)" in line or time.monotonic() > deadline:
                 break
         stdout, rest = run.communicate(timeout=600)
