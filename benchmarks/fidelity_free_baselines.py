@@ -268,6 +268,29 @@ def rescore(setting: str, workers: int) -> dict:
     return result
 
 
+def fresh_sample(k: int, seed: int) -> list[str]:
+    """``k`` architectures for a fresh fidelity test: stratified like the runs' samples (ground truth >=
+    80%, 5 equal-width bins, an equal share per bin), none measured by a committed run nor in this
+    study's pool, so that no choice made so far has seen them."""
+    from frugalnas.fidelity import load_ground_truth
+
+    space = space_of(PROXY_CHANNELS)
+    truth = load_ground_truth(TABLE, space, arch_column=ARCH_COLUMN, metric_column=METRIC_COLUMN)
+    path = RESULTS / f"{NAME}.json"
+    pool = {r["arch"] for r in json.loads(path.read_text())["pool"]["architectures"]} if path.exists() else set()
+    seen = measured_architectures() | pool
+    rng = np.random.default_rng(seed)
+    rows = sorted((str(a), v) for a, v in truth.values.items() if v >= 80 and str(a) not in seen)
+    values = np.array([v for _, v in rows])
+    edges = np.linspace(80, truth.optimum, 6)  # the bins the runs' samples were stratified over
+    which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, 4)
+    chosen = []
+    for b in range(5):
+        members = [rows[i][0] for i in np.flatnonzero(which == b)]
+        chosen += rng.choice(members, size=k // 5 + (b < k % 5), replace=False).tolist()
+    return chosen
+
+
 def fmt(value, signed=False):
     if value is None:
         return "-"
@@ -330,9 +353,15 @@ def main() -> None:
                         help="NASWOT's network and image size settings to score the pool with")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rescore", choices=list(SETTINGS), help="re-rank the pre-registered tests with NASWOT here")
+    parser.add_argument("--fresh-sample", type=int, metavar="K",
+                        help="print K architectures for a fresh fidelity test (seeded by --seed), none measured "
+                        "before nor in the pool, as a YAML list for --set fidelity.architectures=...")
     parser.add_argument("--assemble-only", action="store_true", help="rewrite the .md from the committed .json")
     parser.add_argument("--out", default=str(RESULTS), help="where the .json and .md go (default benchmarks/results)")
     args = parser.parse_args()
+    if args.fresh_sample:
+        print("[" + ", ".join(f"'{a}'" for a in fresh_sample(args.fresh_sample, args.seed)) + "]")
+        return
     out = Path(args.out)
     path = out / f"{NAME}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
