@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/fidelity_free_baselines.py                    # the pool study (see RESULTS.md)
     .venv/bin/python benchmarks/fidelity_free_baselines.py --k 10 --settings 8ch-16px   # a pilot
-    .venv/bin/python benchmarks/fidelity_free_baselines.py --rescore 16ch-32px   # re-rank the fidelity tests
+    .venv/bin/python benchmarks/fidelity_free_baselines.py --fresh-sample 40 --seed 5   # a fresh test's sample
     .venv/bin/python benchmarks/fidelity_free_baselines.py --assemble-only       # rewrite the .md
 
 Why. The fidelity runs (``fidelity_nb201*``) judge every score on samples of 20-40 architectures,
@@ -15,9 +15,8 @@ larger ones (16 channels, NAS-Bench-201's own width; 32 px, its own image size, 
 upsampled from the 16 px images the runs train on), since a free score need not be computed on the
 small network that is trained.
 
-``--rescore SETTING`` recomputes the combined scores of the three pre-registered fidelity tests
-(``fidelity_naswot_plan.md``) with NASWOT at SETTING, from their committed ``summary.json`` (the
-trained part, ``accuracy_gain``, is reused as measured: nothing is trained again).
+``--fresh-sample K`` prints K architectures for a fresh fidelity test, drawn like the runs' samples
+from those that neither a committed run nor this pool has scored (``fidelity_naswot_plan.md``, test 4).
 
 Every number in the Markdown is computed from ``benchmarks/results/fidelity_free_baselines.json``,
 which holds every architecture's scores.
@@ -49,8 +48,6 @@ SETTINGS = {
     "16ch-32px-up": (16, 16, 32),    # the same, fed the runs' 16 px images upsampled (no second ingest)
 }
 PROXY_CHANNELS, PROXY_SIZE = 8, 16   # params, flops and synflow: of the network the runs train
-TESTS = {  # the pre-registered tests (fidelity_naswot_plan.md) and the budget the goal is judged at
-    "fidelity_nb201_60k": 60000, "fidelity_nb201_30k_2seeds": 30000, "fidelity_nb201_30k_test3": 30000}
 COMBOS = [("params", "naswot"), ("params", "synflow"), ("synflow", "naswot"), ("params", "synflow", "naswot")]
 
 
@@ -231,43 +228,6 @@ def summarise_pool(data: dict) -> dict:
     return out
 
 
-def rescore(setting: str, workers: int) -> dict:
-    """The pre-registered tests' combined scores with NASWOT at ``setting``, from their committed
-    summaries (the trained part reused as measured)."""
-    from frugalnas.fidelity import paired_tau_difference
-
-    result = {"setting": setting, "tests": {}}
-    WORK.mkdir(parents=True, exist_ok=True)
-    for stem, budget in TESTS.items():
-        summary = json.loads((RESULTS / f"{stem}.json").read_text())
-        at = summary["budgets"].index(budget)
-        records = summary["architectures"]
-        archs = [r["arch"] for r in records]
-        new, _ = score_all(archs, setting, WORK / f"{NAME}_{setting}.jsonl", workers)
-        truth = [r["truth"] for r in records]
-        naswot_new = raw_score([new[a]["naswot"] for a in archs])
-        gain = [r["scores_by"]["accuracy_gain"]["stream"][at] for r in records]
-        params = [r["params"] for r in records]
-        scores = {
-            "accuracy_gain+params+naswot (as run)": [r["scores_by"]["accuracy_gain+params+naswot"]["stream"][at]
-                                                     for r in records],
-            f"accuracy_gain+params+naswot@{setting}": combined([gain, params, naswot_new]),
-            f"accuracy_gain+naswot@{setting}": combined([gain, naswot_new]),
-            f"params+naswot@{setting} (free)": combined([params, naswot_new]),
-            "naswot (as run)": [r["naswot"] for r in records],
-            f"naswot@{setting}": naswot_new,
-            "params": params,
-        }
-        result["tests"][stem] = {
-            "budget": budget, "k": len(archs),
-            "naswot_new": dict(zip(archs, naswot_new)),
-            "scores": {name: {**tau_stats(values, truth),
-                              "minus_params_ci": None if name == "params" else
-                              paired_tau_difference(values, params, truth)}
-                       for name, values in scores.items()}}
-    return result
-
-
 def fresh_sample(k: int, seed: int) -> list[str]:
     """``k`` architectures for a fresh fidelity test: stratified like the runs' samples (ground truth >=
     80%, 5 equal-width bins, an equal share per bin), none measured by a committed run nor in this
@@ -324,20 +284,6 @@ def markdown(data: dict) -> str:
                      f"{k40['mean']:.3f}, {k40['sd']:.3f} | {k40['p05']:.2f}..{k40['p95']:.2f} | "
                      f"{k40['share_at_least_0.65']:.2f} |")
     lines.append("")
-    for setting, result in data.get("rescore", {}).items():
-        lines += [f"## The pre-registered tests re-ranked with NASWOT at {setting}", "",
-                  "The trained part (`accuracy_gain` of the stream arm at the goal's budget) as each test measured it; "
-                  "only NASWOT is recomputed. Paired intervals against parameter count on the same architectures.", ""]
-        tests = result["tests"]
-        names = list(next(iter(tests.values()))["scores"])
-        lines += ["| score | " + " | ".join(f"`{t}` ({v['budget'] // 1000}k)" for t, v in tests.items()) + " | mean |",
-                  "|---|" + "---:|" * (len(tests) + 1)]
-        for name in names:
-            taus = [tests[t]["scores"][name]["kendall_tau"] for t in tests]
-            cells = [f"{fmt(tests[t]['scores'][name]['kendall_tau'])} {ci(tests[t]['scores'][name]['minus_params_ci'])}"
-                     for t in tests]
-            lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {np.mean(taus):.3f} |")
-        lines.append("")
     reading = RESULTS / f"{NAME}_reading.md"
     if reading.exists():
         lines += [reading.read_text().rstrip(), ""]
@@ -352,7 +298,6 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
                         help="NASWOT's network and image size settings to score the pool with")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--rescore", choices=list(SETTINGS), help="re-rank the pre-registered tests with NASWOT here")
     parser.add_argument("--fresh-sample", type=int, metavar="K",
                         help="print K architectures for a fresh fidelity test (seeded by --seed), none measured "
                         "before nor in the pool, as a YAML list for --set fidelity.architectures=...")
@@ -365,9 +310,7 @@ def main() -> None:
     out = Path(args.out)
     path = out / f"{NAME}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
-    if args.rescore:
-        data.setdefault("rescore", {})[args.rescore] = rescore(args.rescore, args.workers)
-    elif not args.assemble_only:
+    if not args.assemble_only:
         data["pool"] = pool_study(args.k, args.settings, args.workers, args.seed)
         data["pool_summary"] = summarise_pool(data["pool"])
     if "pool" in data and "pool_summary" not in data:

@@ -18,8 +18,16 @@ def half_of_sample(results_name: str) -> str:
     """A --set naming every other architecture, by ground truth, of a committed fidelity result (a
     stratified half of its sample, fixed before anything was trained on it)."""
     architectures = json.loads((HERE / "results" / f"{results_name}.json").read_text())["architectures"]
-    half = [a["arch"] for a in sorted(architectures, key=lambda a: a["truth"])[::2]]
-    return "fidelity.architectures=[" + ", ".join(f"'{arch}'" for arch in half) + "]"
+    return architectures_override([a["arch"] for a in sorted(architectures, key=lambda a: a["truth"])[::2]])
+
+
+def listed_architectures(results_name: str) -> str:
+    """A --set naming the architectures of a committed list (``{"architectures": [...]}``)."""
+    return architectures_override(json.loads((HERE / "results" / f"{results_name}.json").read_text())["architectures"])
+
+
+def architectures_override(architectures: list[str]) -> str:
+    return "fidelity.architectures=[" + ", ".join(f"'{arch}'" for arch in architectures) + "]"
 
 
 STREAM_TO_60K = ["--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
@@ -85,6 +93,12 @@ BENCHMARKS = [
     ("fidelity_nb201.py", "fidelity_nb201_30k_test3",
      ["--name", "fidelity_nb201_30k_test3", "--set", "fidelity.sample.seed=4", *STREAM_TO_30K,
       "--set", "fidelity.seeds=[0,1]"]),
+    # free scores on a pool of 575 architectures (NASWOT at four network and image sizes; the spread over samples of 40)
+    ("fidelity_free_baselines.py", "fidelity_free_baselines"),
+    # test 4 of fidelity_naswot_plan.md: 40 architectures measured nowhere else (fixed in a committed list)
+    ("fidelity_nb201.py", "fidelity_nb201_30k_test4",
+     ["--name", "fidelity_nb201_30k_test4", "--set", listed_architectures("fidelity_nb201_30k_test4_architectures"),
+      *STREAM_TO_30K[2:], "--set", "fidelity.seeds=[0,1]"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),
