@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -98,24 +97,19 @@ def _init_worker(setting: str | None):
         _WORKER.update(space=space_of(PROXY_CHANNELS))
 
 
-def _score(arch_text: str) -> tuple[str, dict]:
-    """Free scores of one architecture in this worker's setting (naswot), or of the proxy network."""
-    from frugalnas.runtime.fidelity import free_baselines
+def _score(arch_text: str) -> tuple[str, dict, float]:
+    """Free scores of one architecture in this worker's setting (naswot), or of the proxy network; -inf
+    kept (it is made finite only once the whole pool is scored)."""
+    from frugalnas.runtime.fidelity import free_scores
 
     started = time.process_time()
     space = _WORKER["space"]
     arch = space.parse(arch_text)
     if "images" in _WORKER:
-        values = free_baselines(["naswot"], space, [arch], 10, 3, _WORKER["images"].shape[-1], _WORKER["images"])
+        values = free_scores(["naswot"], space, [arch], 10, 3, _WORKER["images"].shape[-1], _WORKER["images"])
     else:
-        values = free_baselines(["params", "flops", "synflow"], space, [arch], 10, 3, PROXY_SIZE)
+        values = free_scores(["params", "flops", "synflow"], space, [arch], 10, 3, PROXY_SIZE)
     return arch_text, {name: v[0] for name, v in values.items()}, time.process_time() - started
-
-
-def raw_score(values: list[float]) -> list[float]:
-    """-inf (every path cut) ranks last: one below the lowest finite score, as the fidelity runs do."""
-    finite = [v for v in values if math.isfinite(v)]
-    return [v if math.isfinite(v) else min(finite) - 1.0 for v in values]
 
 
 def score_all(archs: list[str], setting: str | None, cache: Path, workers: int) -> dict[str, dict]:
@@ -189,13 +183,14 @@ def pool_study(k: int, settings: list[str], workers: int, seed: int) -> dict:
     space = space_of(PROXY_CHANNELS)
     truth = load_ground_truth(TABLE, space, arch_column=ARCH_COLUMN, metric_column=METRIC_COLUMN)
     exclude = measured_architectures()
-    drawn = [str(a) for a in stratified_sample(truth, k, low=80, bins=5, seed=seed)]
-    archs = [a for a in drawn if a not in exclude]
+    drawn = stratified_sample(truth, k, low=80, bins=5, seed=seed)
+    kept = [a for a in drawn if str(a) not in exclude]
+    archs = [str(a) for a in kept]
     print(f"pool: {len(drawn)} drawn (seed {seed}, ground truth >= 80, 5 bins), {len(drawn) - len(archs)} left out "
           f"as measured by a committed run, {len(archs)} scored", flush=True)
     WORK.mkdir(parents=True, exist_ok=True)
     cost = {}
-    records = {a: {"arch": a, "truth": truth(space.parse(a))} for a in archs}
+    records = {str(a): {"arch": str(a), "truth": truth(a)} for a in kept}
     for setting in [None, *settings]:
         scores, cost[setting or "proxy"] = score_all(archs, setting, WORK / f"{NAME}_{setting or 'proxy'}.jsonl",
                                                      workers)
@@ -210,17 +205,16 @@ def pool_study(k: int, settings: list[str], workers: int, seed: int) -> dict:
 
 def summarise_pool(data: dict) -> dict:
     """tau (with its bootstrap interval), and its spread over samples of 40, for every free score."""
+    from frugalnas.runtime.fidelity import ranked_last_if_infinite
+
     records = data["architectures"]
     truth = [r["truth"] for r in records]
-    columns = {name: raw_score([r[name] for r in records]) for name in ("params", "flops", "synflow")}
+    columns = {name: ranked_last_if_infinite([r[name] for r in records]) for name in ("params", "flops", "synflow")}
     for setting in data["settings"]:
-        columns[f"naswot@{setting}"] = raw_score([r["naswot"][setting] for r in records])
-    for setting in data["settings"]:
-        for combo in COMBOS:
-            parts = [columns[f"naswot@{setting}" if p == "naswot" else p] for p in combo]
-            name = "+".join(f"naswot@{setting}" if p == "naswot" else p for p in combo)
-            if "naswot" in combo or setting == data["settings"][0]:
-                columns[name] = combined(parts)
+        columns[f"naswot@{setting}"] = ranked_last_if_infinite([r["naswot"][setting] for r in records])
+    names = [[f"naswot@{s}" if p == "naswot" else p for p in combo] for combo in COMBOS for s in data["settings"]]
+    for parts in names:  # a combination without naswot is the same for every setting: listed once
+        columns.setdefault("+".join(parts), combined([columns[p] for p in parts]))
     out = {}
     for name, values in columns.items():
         out[name] = {**tau_stats(values, truth),
@@ -251,10 +245,8 @@ def fresh_sample(k: int, seed: int) -> list[str]:
     return chosen
 
 
-def fmt(value, signed=False):
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+def fmt(value):
+    return "-" if value is None else f"{value:.3f}"
 
 
 def ci(pair):
@@ -312,8 +304,6 @@ def main() -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     if not args.assemble_only:
         data["pool"] = pool_study(args.k, args.settings, args.workers, args.seed)
-        data["pool_summary"] = summarise_pool(data["pool"])
-    if "pool" in data and "pool_summary" not in data:
         data["pool_summary"] = summarise_pool(data["pool"])
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))

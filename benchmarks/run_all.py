@@ -36,9 +36,9 @@ STREAM_TO_60K = ["--set", "fidelity.arms={stream: {policy: stream, subset_size: 
 SAMPLE_60K = ["--set", "fidelity.sample.seed=2", "--set", "fidelity.sample.k=40", *STREAM_TO_60K]
 HALF_OF_60K = ["--set", half_of_sample("fidelity_nb201_60k"), *STREAM_TO_60K]
 # tests 2 and 3 of fidelity_naswot_plan.md: 40 architectures never measured before, schedules over 30,000 images
-STREAM_TO_30K = ["--set", "fidelity.sample.k=40", "--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
+STREAM_TO_30K = ["--set", "fidelity.arms={stream: {policy: stream, subset_size: null}}",
                  "--set", "fidelity.budgets=[2500,5000,10000,20000,30000]"]
-SAMPLE_30K = ["--set", "fidelity.sample.seed=3", *STREAM_TO_30K]
+SAMPLE_30K = ["--set", "fidelity.sample.seed=3", "--set", "fidelity.sample.k=40", *STREAM_TO_30K]
 # (script, results name[, the script's arguments]), in the order RESULTS.md shows them
 BENCHMARKS = [
     ("data_io.py", "data_io"),
@@ -91,14 +91,15 @@ BENCHMARKS = [
      ["--name", "fidelity_nb201_30k_1seed", "--reuse-trials-of", "fidelity_nb201_30k_2seeds", *SAMPLE_30K,
       "--set", "fidelity.seeds=[0]"]),
     ("fidelity_nb201.py", "fidelity_nb201_30k_test3",
-     ["--name", "fidelity_nb201_30k_test3", "--set", "fidelity.sample.seed=4", *STREAM_TO_30K,
+     ["--name", "fidelity_nb201_30k_test3", "--set", "fidelity.sample.seed=4", "--set", "fidelity.sample.k=40",
+      *STREAM_TO_30K,
       "--set", "fidelity.seeds=[0,1]"]),
     # free scores on a pool of 575 architectures (NASWOT at four network and image sizes; the spread over samples of 40)
     ("fidelity_free_baselines.py", "fidelity_free_baselines"),
     # test 4 of fidelity_naswot_plan.md: 40 architectures measured nowhere else (fixed in a committed list)
     ("fidelity_nb201.py", "fidelity_nb201_30k_test4",
      ["--name", "fidelity_nb201_30k_test4", "--set", listed_architectures("fidelity_nb201_30k_test4_architectures"),
-      *STREAM_TO_30K[2:], "--set", "fidelity.seeds=[0,1]"]),
+      *STREAM_TO_30K, "--set", "fidelity.seeds=[0,1]"]),
     ("fidelity_dds_analysis.py", "fidelity_dds_analysis"),
     ("tune_overhead.py", "tune_overhead"),
     ("search_cost.py", "search_cost"),

@@ -175,8 +175,16 @@ def choose_architectures(config: ExperimentConfig, space, log: Log):
 
 def free_baselines(names, space, archs, num_classes: int, channels: int, image_size: int,
                    images: torch.Tensor | None = None) -> dict[str, list[float]]:
-    """Scores that need no training, computed for every architecture on the driver. ``images``: the
-    minibatch the data-dependent ones (naswot) see; only they need it."""
+    """:func:`free_scores` of a sample, with -inf made finite (:func:`ranked_last_if_infinite`)."""
+    raw = free_scores(names, space, archs, num_classes, channels, image_size, images)
+    return {name: ranked_last_if_infinite(values) for name, values in raw.items()}
+
+
+def free_scores(names, space, archs, num_classes: int, channels: int, image_size: int,
+                images: torch.Tensor | None = None) -> dict[str, list[float]]:
+    """Scores that need no training, computed for every architecture on the driver; a zero-cost score
+    is -inf for a network that passes no signal. ``images``: the minibatch the data-dependent ones
+    (naswot) see; only they need it."""
     def naswot_at_init(arch) -> float:
         with torch.random.fork_rng():  # the same initialisation whatever else was scored before
             torch.manual_seed(0)
@@ -191,10 +199,10 @@ def free_baselines(names, space, archs, num_classes: int, channels: int, image_s
     if "naswot" in names and images is None:
         raise ValueError("the naswot baseline needs a minibatch of images")
     torch.manual_seed(0)
-    return {name: _ranked_last_if_infinite([compute[name](a) for a in archs]) for name in names}
+    return {name: [compute[name](a) for a in archs] for name in names}
 
 
-def _ranked_last_if_infinite(values: list[float]) -> list[float]:
+def ranked_last_if_infinite(values: list[float]) -> list[float]:
     """A zero-cost score is -inf for a network that passes no signal (every path cut): it ranks below
     every other. Rank statistics and JSON need finite numbers, so it becomes one below the lowest
     finite score (the order, all that is used, is unchanged)."""
